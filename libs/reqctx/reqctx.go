@@ -1,0 +1,151 @@
+// Package reqctx is Orbit's context object: the request ID, tenant, satellite,
+// query ID and user that every hop carries, together with the W3C trace
+// context. The fields live in OpenTelemetry baggage, so one propagator moves
+// all of it across Connect (HTTP headers), NATS message headers and the
+// satellite link's frames, and every log line can show it (docs/context.md).
+package reqctx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	contextv1 "github.com/orbitplane/orbit/proto/orbit/context/v1"
+)
+
+// Baggage keys of the context object's fields.
+const (
+	KeyRequestID = "orbit.request_id"
+	KeyTenant    = "orbit.tenant"
+	KeySatellite = "orbit.satellite"
+	KeyQueryID   = "orbit.query_id"
+	KeyUser      = "orbit.user"
+)
+
+// MaxValueLen bounds one field's value. W3C baggage allows 8192 bytes in all;
+// the five fields together stay well under that.
+const MaxValueLen = 256
+
+// Fields is the context object's content.
+type Fields struct {
+	RequestID string
+	Tenant    string
+	Satellite string
+	QueryID   string
+	User      string
+}
+
+func (f Fields) pairs() [][2]string {
+	return [][2]string{
+		{KeyRequestID, f.RequestID},
+		{KeyTenant, f.Tenant},
+		{KeySatellite, f.Satellite},
+		{KeyQueryID, f.QueryID},
+		{KeyUser, f.User},
+	}
+}
+
+// From returns the fields carried by ctx.
+func From(ctx context.Context) Fields {
+	b := baggage.FromContext(ctx)
+	return Fields{
+		RequestID: b.Member(KeyRequestID).Value(),
+		Tenant:    b.Member(KeyTenant).Value(),
+		Satellite: b.Member(KeySatellite).Value(),
+		QueryID:   b.Member(KeyQueryID).Value(),
+		User:      b.Member(KeyUser).Value(),
+	}
+}
+
+// With returns ctx carrying the non-empty fields of f, replacing earlier
+// values of those fields and keeping the rest.
+func With(ctx context.Context, f Fields) (context.Context, error) {
+	b := baggage.FromContext(ctx)
+	for _, kv := range f.pairs() {
+		if kv[1] == "" {
+			continue
+		}
+		if len(kv[1]) > MaxValueLen {
+			return ctx, fmt.Errorf("reqctx: %s is %d bytes, limit %d", kv[0], len(kv[1]), MaxValueLen)
+		}
+		m, err := baggage.NewMemberRaw(kv[0], kv[1])
+		if err != nil {
+			return ctx, fmt.Errorf("reqctx: %s: %w", kv[0], err)
+		}
+		if b, err = b.SetMember(m); err != nil {
+			return ctx, fmt.Errorf("reqctx: %s: %w", kv[0], err)
+		}
+	}
+	return baggage.ContextWithBaggage(ctx, b), nil
+}
+
+// MustWith is With for values known to be valid (IDs the caller generated).
+func MustWith(ctx context.Context, f Fields) context.Context {
+	ctx, err := With(ctx, f)
+	if err != nil {
+		panic(err)
+	}
+	return ctx
+}
+
+// EnsureRequestID gives ctx a request ID if it has none and returns it.
+func EnsureRequestID(ctx context.Context) (context.Context, string) {
+	if id := From(ctx).RequestID; id != "" {
+		return ctx, id
+	}
+	id := NewID()
+	return MustWith(ctx, Fields{RequestID: id}), id
+}
+
+// NewID returns a random 128-bit ID in hex.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return hex.EncodeToString(b[:])
+}
+
+// Propagator moves the trace context and the baggage; every carrier in Orbit
+// uses it.
+func Propagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+}
+
+// TraceID returns ctx's trace ID, or "" if it has none.
+func TraceID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasTraceID() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
+// ToCarrier encodes ctx for a satellite link frame.
+func ToCarrier(ctx context.Context) *contextv1.Carrier {
+	m := propagation.MapCarrier{}
+	Propagator().Inject(ctx, m)
+	return &contextv1.Carrier{
+		Traceparent: m.Get("traceparent"),
+		Tracestate:  m.Get("tracestate"),
+		Baggage:     m.Get("baggage"),
+	}
+}
+
+// FromCarrier returns ctx with the trace context and baggage of c (a nil c
+// leaves ctx as it is).
+func FromCarrier(ctx context.Context, c *contextv1.Carrier) context.Context {
+	if c == nil {
+		return ctx
+	}
+	m := propagation.MapCarrier{}
+	for k, v := range map[string]string{"traceparent": c.GetTraceparent(), "tracestate": c.GetTracestate(), "baggage": c.GetBaggage()} {
+		if v != "" {
+			m.Set(k, v)
+		}
+	}
+	return Propagator().Extract(ctx, m)
+}
