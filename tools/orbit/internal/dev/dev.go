@@ -1,0 +1,264 @@
+// Package dev is `orbit dev`: the whole system in one process on a fresh
+// machine. It starts embedded NATS (with JetStream) and etcd under a data
+// directory, then every registered component, waits until each reports
+// healthy, and writes dev.json so scripts and tests can find everything.
+// Stopping and starting again on the same data directory keeps the data.
+package dev
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/grpchealth"
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/orbitplane/orbit/libs/embedetcd"
+	"github.com/orbitplane/orbit/libs/embednats"
+)
+
+// Defaults.
+const (
+	DefaultNATSPort     = 4222
+	DefaultEtcdPort     = 2379
+	DefaultEtcdPeerPort = 2380
+	DefaultReadyTimeout = 60 * time.Second
+	// InfoFile is written into the data directory once everything is healthy.
+	InfoFile = "dev.json"
+)
+
+// Config configures the stack. Ports of 0 pick free ones.
+type Config struct {
+	DataDir      string
+	NATSPort     int
+	EtcdPort     int
+	EtcdPeerPort int
+	// ReadyTimeout bounds the wait for each component to become healthy.
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Env is what a component gets to start with.
+type Env struct {
+	NATSURL       string
+	EtcdEndpoints []string
+	// DataDir is the component's own directory under the stack's data dir.
+	DataDir string
+	Logger  *slog.Logger
+}
+
+// Running is a started component.
+type Running struct {
+	// URL is the component's Connect base URL; its gRPC health service is
+	// polled until SERVING, and it is listed in dev.json.
+	URL string
+	// Done yields the component's result once it has stopped.
+	Done <-chan error
+}
+
+// Component is one service (or helper) that `orbit dev` runs. Start must
+// return once the component is listening; it keeps running until ctx ends.
+type Component struct {
+	Name  string
+	Start func(ctx context.Context, env Env) (Running, error)
+}
+
+// Info is the content of dev.json.
+type Info struct {
+	DataDir       string            `json:"data_dir"`
+	NATSURL       string            `json:"nats_url"`
+	EtcdEndpoints []string          `json:"etcd_endpoints"`
+	Services      map[string]string `json:"services"`
+	PID           int               `json:"pid"`
+	StartedAt     time.Time         `json:"started_at"`
+}
+
+// Stack is a running system.
+type Stack struct {
+	info    Info
+	log     *slog.Logger
+	lock    *os.File
+	nats    *server.Server
+	etcd    *embedetcd.Server
+	cancel  context.CancelFunc
+	running []namedRunning
+	once    sync.Once
+	stopErr error
+}
+
+type namedRunning struct {
+	name string
+	Running
+}
+
+// ErrLocked means another `orbit dev` uses the data directory.
+var ErrLocked = errors.New("dev: data directory in use by another orbit dev")
+
+// Start brings the stack up. On error, whatever started is stopped again.
+func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("dev: no data directory")
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("dev: data dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("dev: data dir: %w", err)
+	}
+	s := &Stack{log: log, info: Info{DataDir: dir, Services: map[string]string{}, PID: os.Getpid(), StartedAt: time.Now().UTC()}}
+	defer func() {
+		if err != nil {
+			_ = s.Stop()
+		}
+	}()
+	if s.lock, err = lockDir(dir); err != nil {
+		return nil, err
+	}
+	// A dev.json from an earlier run must not be mistaken for this one.
+	_ = os.Remove(filepath.Join(dir, InfoFile))
+
+	natsPort := cfg.NATSPort
+	if natsPort == 0 {
+		natsPort = -1
+	}
+	if s.nats, err = embednats.Start(embednats.Config{Port: natsPort, StoreDir: filepath.Join(dir, "nats")}); err != nil {
+		return nil, fmt.Errorf("dev: nats on port %d: %w", cfg.NATSPort, err)
+	}
+	s.info.NATSURL = s.nats.ClientURL()
+	log.Info("nats ready", "event", "dev.nats_ready", "url", s.info.NATSURL)
+
+	if s.etcd, err = embedetcd.Start(embedetcd.Config{Dir: filepath.Join(dir, "etcd"), ClientPort: cfg.EtcdPort, PeerPort: cfg.EtcdPeerPort}); err != nil {
+		return nil, fmt.Errorf("dev: etcd on ports %d/%d: %w", cfg.EtcdPort, cfg.EtcdPeerPort, err)
+	}
+	s.info.EtcdEndpoints = []string{s.etcd.Endpoint}
+	log.Info("etcd ready", "event", "dev.etcd_ready", "endpoint", s.etcd.Endpoint)
+
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	for _, c := range components {
+		cdir := filepath.Join(dir, c.Name)
+		if err := os.MkdirAll(cdir, 0o755); err != nil {
+			return nil, fmt.Errorf("dev: %s: %w", c.Name, err)
+		}
+		r, err := c.Start(cctx, Env{NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints, DataDir: cdir, Logger: log.With("component", c.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("dev: start %s: %w", c.Name, err)
+		}
+		s.running = append(s.running, namedRunning{c.Name, r})
+		if r.URL != "" {
+			if err := waitHealthy(ctx, r.URL, cfg.ReadyTimeout); err != nil {
+				return nil, fmt.Errorf("dev: %s at %s: %w", c.Name, r.URL, err)
+			}
+			s.info.Services[c.Name] = r.URL
+		}
+		log.Info("component ready", "event", "dev.component_ready", "name", c.Name, "url", r.URL)
+	}
+	if err := writeInfo(filepath.Join(dir, InfoFile), s.info); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Info describes the running stack (the content of dev.json).
+func (s *Stack) Info() Info { return s.info }
+
+// Stop stops the components in reverse order, then etcd and NATS. It is safe
+// to call more than once.
+func (s *Stack) Stop() error {
+	s.once.Do(func() {
+		var errs []error
+		if s.cancel != nil {
+			s.cancel()
+		}
+		for i := len(s.running) - 1; i >= 0; i-- {
+			r := s.running[i]
+			if r.Done == nil {
+				continue
+			}
+			if err := <-r.Done; err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+			}
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+		if s.nats != nil {
+			s.nats.Shutdown()
+			s.nats.WaitForShutdown()
+		}
+		if s.info.DataDir != "" {
+			_ = os.Remove(filepath.Join(s.info.DataDir, InfoFile))
+		}
+		if s.lock != nil {
+			_ = s.lock.Close() // releases the flock
+		}
+		s.stopErr = errors.Join(errs...)
+	})
+	return s.stopErr
+}
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("dev: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+	}
+	return f, nil
+}
+
+func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := grpchealth.NewClient(http.DefaultClient, url)
+	var last error
+	for {
+		resp, err := client.Check(ctx, &grpchealth.CheckRequest{})
+		switch {
+		case err == nil && resp.Status == grpchealth.StatusServing:
+			return nil
+		case err == nil:
+			last = fmt.Errorf("health %v", resp.Status)
+		default:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy after %v: %w", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func writeInfo(path string, info Info) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("dev: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("dev: write %s: %w", path, err)
+	}
+	return nil
+}
