@@ -20,6 +20,7 @@ fi
 prepare() {
   local name=$1 module=$2 version=$3
   local patch="$root/tools/bazel/patches/$name-$version.patch"
+  [ -s "$patch" ] || { echo "setup: $patch is missing or empty" >&2; exit 1; }
   local stamp="$version $(go version | cut -d' ' -f3) $(sha256sum "$patch" | cut -c1-16)"
   if [ -f "$deps/$name.stamp" ] && [ "$(cat "$deps/$name.stamp")" = "$stamp" ]; then
     return 1

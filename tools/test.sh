@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The one test command (README): installs what is missing, then runs every
+# check CI runs. Stages can be skipped for a quick inner loop:
+#   ORBIT_SKIP_BAZEL=1 tools/test.sh     # everything but the Bazel build/test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step "setup (Bazel from Debian, patched rules_go/gazelle)"
+tools/bazel/setup.sh
+export GOTOOLCHAIN=local
+gazelle="$root/.bazeldeps/bin/gazelle"
+buf() { go tool -modfile=tools/buf/go.mod buf "$@"; }
+
+step "gofmt"
+unformatted=$(git ls-files -z --cached --others --exclude-standard '*.go' | xargs -0 gofmt -l)
+[ -z "$unformatted" ] || fail "gofmt would change: $unformatted"
+
+step "protos: buf lint, buf breaking, generated code current"
+buf lint
+base=${ORBIT_BREAKING_AGAINST:-}
+if [ -z "$base" ] && git rev-parse -q --verify HEAD~1 >/dev/null; then base=HEAD~1; fi
+if [ -n "$base" ] && git cat-file -e "$base:buf.yaml" 2>/dev/null; then
+  buf breaking --against ".git#ref=$base"
+else
+  echo "buf breaking: no earlier revision with buf.yaml to compare against"
+fi
+mkdir -p "$tmp/gen"
+cp buf.gen.yaml "$tmp/buf.gen.yaml"
+sed -i "s#out: proto#out: $tmp/gen#" "$tmp/buf.gen.yaml"
+buf generate --template "$tmp/buf.gen.yaml"
+diff -r --exclude='*.proto' --exclude=BUILD.bazel "$tmp/gen" proto >/dev/null || {
+  diff -r --exclude='*.proto' --exclude=BUILD.bazel "$tmp/gen" proto | head -20
+  fail "generated code is stale: run 'go tool -modfile=tools/buf/go.mod buf generate'"
+}
+
+step "BUILD files and go_deps.bzl current (gazelle)"
+"$gazelle" -repo_root . -mode diff >"$tmp/gazelle.diff" 2>&1 || { head -40 "$tmp/gazelle.diff"; fail "BUILD files are stale: run tools/bazel/gazelle.sh"; }
+mkdir -p "$tmp/repos"
+cp go.mod go.sum WORKSPACE go_deps.bzl BUILD.bazel "$tmp/repos/"
+(cd "$tmp/repos" && "$gazelle" update-repos -repo_root . -from_file=go.mod -to_macro=go_deps.bzl%go_dependencies -prune -build_file_proto_mode=disable_global)
+cmp -s go_deps.bzl "$tmp/repos/go_deps.bzl" || { diff go_deps.bzl "$tmp/repos/go_deps.bzl" | head -20; fail "go_deps.bzl is stale: run tools/bazel/gazelle.sh"; }
+
+step "go vet"
+go vet ./...
+
+step "go build + go test"
+go build ./...
+go test -count=1 ./...
+
+smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops cleanly on Ctrl-C
+  local name=$1; shift
+  local dir="$tmp/dev-$name"
+  "$@" dev --data-dir "$dir" --nats-port 0 --etcd-port 0 --etcd-peer-port 0 >"$tmp/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    [ -f "$dir/dev.json" ] && break
+    kill -0 $pid 2>/dev/null || { cat "$tmp/$name.log"; fail "$name: orbit dev exited before writing dev.json"; }
+    sleep 0.5
+  done
+  [ -f "$dir/dev.json" ] || { cat "$tmp/$name.log"; fail "$name: no dev.json"; }
+  grep -q '"nats_url"' "$dir/dev.json" && grep -q '"etcd_endpoints"' "$dir/dev.json" || fail "$name: dev.json incomplete"
+  kill -INT $pid
+  wait $pid || { cat "$tmp/$name.log"; fail "$name: orbit dev did not stop cleanly"; }
+  echo "$name: orbit dev came up, wrote dev.json and stopped cleanly"
+}
+
+step "orbit dev smoke test (go run)"
+go build -o "$tmp/orbit" ./tools/orbit
+smoke_dev go "$tmp/orbit"
+
+if [ -n "${ORBIT_SKIP_BAZEL:-}" ]; then
+  echo "ORBIT_SKIP_BAZEL set: skipping bazel build/test"
+else
+  step "bazel build //..."
+  bazel build //...
+  step "bazel test //..."
+  bazel test //...
+  step "orbit dev smoke test (bazel run)"
+  smoke_dev bazel bazel run //tools/orbit --
+fi
+
+step "all checks passed"
