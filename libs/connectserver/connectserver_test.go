@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/connectserver"
@@ -115,6 +117,23 @@ func TestProtocolsOnOnePort(t *testing.T) {
 		c := registryv1connect.NewRegistryServiceClient(http.DefaultClient, s.URL(), opts...)
 		if _, err := c.GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: "s2"})); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("reflection", func(t *testing.T) {
+		stream := grpcreflect.NewClient(httpc, s.URL()).NewStream(context.Background())
+		defer stream.Close()
+		names, err := stream.ListServices()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := map[protoreflect.FullName]bool{}
+		for _, n := range names {
+			found[n] = true
+		}
+		for _, want := range []protoreflect.FullName{registryv1connect.RegistryServiceName, "grpc.health.v1.Health"} {
+			if !found[want] {
+				t.Errorf("reflection lists %v, missing %s", names, want)
+			}
 		}
 	})
 	t.Run("grpc-go client and health", func(t *testing.T) {
