@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +20,8 @@ import (
 	"github.com/orbitplane/orbit/tools/orbit/internal/dev"
 )
 
-// echoComponent is a real connectserver whose readiness the test controls.
-func echoComponent(name string, healthy bool) dev.Component {
+// echoComponent is a real connectserver with a gRPC health service.
+func echoComponent(name string) dev.Component {
 	return dev.Component{Name: name, Start: func(ctx context.Context, env dev.Env) (dev.Running, error) {
 		s, err := connectserver.New(connectserver.Config{Service: name}, connectserver.Deps{Logger: env.Logger})
 		if err != nil {
@@ -30,16 +32,19 @@ func echoComponent(name string, healthy bool) dev.Component {
 		}
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
-		if !healthy {
-			go func() {
-				// Flip to NOT_SERVING as soon as Run has set it ready.
-				for i := 0; i < 200; i++ {
-					s.SetReady(false)
-					time.Sleep(5 * time.Millisecond)
-				}
-			}()
-		}
 		return dev.Running{URL: s.URL(), Done: done}, nil
+	}}
+}
+
+// sickComponent listens, but every request (its health check included) gets
+// 503 Service Unavailable.
+func sickComponent(t *testing.T) dev.Component {
+	return dev.Component{Name: "sick", Start: func(ctx context.Context, env dev.Env) (dev.Running, error) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}))
+		t.Cleanup(srv.Close)
+		return dev.Running{URL: srv.URL}, nil
 	}}
 }
 
@@ -48,7 +53,7 @@ func TestStackStartsWritesInfoAndRestartsOnSameData(t *testing.T) {
 	ctx := context.Background()
 	cfg := dev.Config{DataDir: dir, ReadyTimeout: 20 * time.Second}
 
-	st, err := dev.Start(ctx, cfg, []dev.Component{echoComponent("echo", true)})
+	st, err := dev.Start(ctx, cfg, []dev.Component{echoComponent("echo")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +140,7 @@ func TestStackStartsWritesInfoAndRestartsOnSameData(t *testing.T) {
 
 func TestUnhealthyComponentFailsStart(t *testing.T) {
 	dir := t.TempDir()
-	_, err := dev.Start(context.Background(), dev.Config{DataDir: dir, ReadyTimeout: 500 * time.Millisecond}, []dev.Component{echoComponent("sick", false)})
+	_, err := dev.Start(context.Background(), dev.Config{DataDir: dir, ReadyTimeout: 500 * time.Millisecond}, []dev.Component{sickComponent(t)})
 	if err == nil || !strings.Contains(err.Error(), "sick") {
 		t.Fatalf("err = %v, want a health error naming the component", err)
 	}
