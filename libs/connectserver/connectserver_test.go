@@ -35,6 +35,9 @@ func (r *registry) GetSatellite(ctx context.Context, req *connect.Request[regist
 		panic("handler bug")
 	case "slow":
 		<-r.slow
+	case "big":
+		// A response above the server's compression threshold.
+		return connect.NewResponse(&registryv1.GetSatelliteResponse{Satellite: &registryv1.Satellite{Id: "big", StatusDetail: strings.Repeat("a", 64<<10)}}), nil
 	}
 	return connect.NewResponse(&registryv1.GetSatelliteResponse{Satellite: &registryv1.Satellite{Id: req.Msg.GetSatellite(), TenantId: req.Msg.GetTenantId()}}), nil
 }
@@ -194,6 +197,34 @@ func TestLimits(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("64 KiB header: status %d, want 431", resp.StatusCode)
+	}
+}
+
+// Orbit's own clients never accept gzip, so the server never spends CPU
+// compressing for them; a client that asks for gzip (a browser) gets it above
+// the threshold.
+func TestCompression(t *testing.T) {
+	s, _, _ := start(t, connectserver.Config{Service: "test"})
+	opts, err := connectclient.Options(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(c registryv1connect.RegistryServiceClient) *connect.Response[registryv1.GetSatelliteResponse] {
+		t.Helper()
+		resp, err := c.GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: "big"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Msg.GetSatellite().GetStatusDetail()) != 64<<10 {
+			t.Fatal("response body damaged")
+		}
+		return resp
+	}
+	if enc := req(registryv1connect.NewRegistryServiceClient(connectclient.HTTPClient(nil), s.URL(), opts...)).Header().Get("Content-Encoding"); enc != "" {
+		t.Errorf("orbit client got Content-Encoding %q, want none", enc)
+	}
+	if enc := req(registryv1connect.NewRegistryServiceClient(connectclient.HTTPClient(nil), s.URL())).Header().Get("Content-Encoding"); enc != "gzip" {
+		t.Errorf("gzip-accepting client got Content-Encoding %q for 64 KiB, want gzip", enc)
 	}
 }
 
