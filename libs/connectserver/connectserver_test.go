@@ -18,6 +18,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/testing/testwait"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
@@ -277,7 +278,7 @@ func TestGracefulDrain(t *testing.T) {
 		inflight <- err
 	}()
 	// Wait until the slow request is being handled, then start draining.
-	waitFor(t, "slow request in flight", func() bool {
+	testwait.For(t, "slow request in flight", 10*time.Second, func() bool {
 		return strings.Contains(get(t, s.URL()+"/metrics"), `orbit_rpc_in_flight{procedure="/orbit.registry.v1.RegistryService/GetSatellite",server="test"} 1`)
 	})
 	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -291,7 +292,7 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	r.cancel()
 	// During the drain delay the port still answers, and says NOT_SERVING.
-	waitFor(t, "health NOT_SERVING", func() bool {
+	testwait.For(t, "health NOT_SERVING", 10*time.Second, func() bool {
 		hr, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
 		return err == nil && hr.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
@@ -314,17 +315,6 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	if _, err := http.Get(s.URL() + "/healthz"); err == nil {
 		t.Error("server still accepts connections after Run returned")
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/orbitplane/orbit/libs/natsbus"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
+	"github.com/orbitplane/orbit/libs/testing/testwait"
 )
 
 func TestHeadersCarryContext(t *testing.T) {
@@ -55,7 +56,7 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 	defer nc.Close()
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	waitFor(t, "disconnect", func() bool { return !nc.IsConnected() })
+	testwait.For(t, "disconnect", 15*time.Second, func() bool { return !nc.IsConnected() })
 
 	// Restart on the same port.
 	srv2, err := embednats.Start(embednats.Config{Port: port, StoreDir: dir})
@@ -63,7 +64,7 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv2.Shutdown()
-	waitFor(t, "reconnect", nc.IsConnected)
+	testwait.For(t, "reconnect", 15*time.Second, nc.IsConnected)
 	sub, err := nc.SubscribeSync("after")
 	if err != nil {
 		t.Fatal(err)
@@ -82,16 +83,5 @@ func TestConnectFailsClearly(t *testing.T) {
 	}
 	if _, err := natsbus.Connect(context.Background(), natsbus.Config{}, nil); err == nil {
 		t.Error("connect without URL succeeded")
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

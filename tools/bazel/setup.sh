@@ -9,11 +9,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 deps="$root/.bazeldeps"
 mkdir -p "$deps/bin"
 
-if ! command -v bazel >/dev/null 2>&1 || [ ! -d /usr/share/bazel/tools/skylib ]; then
-  echo "setup: installing Debian's bazel-bootstrap, bazel-skylib, bazel-platforms" >&2
+if ! command -v bazel >/dev/null 2>&1 || [ ! -d /usr/share/bazel/tools/skylib ] || ! command -v patch >/dev/null 2>&1; then
+  echo "setup: installing Debian's bazel-bootstrap, bazel-skylib, bazel-platforms, patch" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq bazel-bootstrap bazel-skylib bazel-platforms >/dev/null
+  apt-get install -y -qq bazel-bootstrap bazel-skylib bazel-platforms patch >/dev/null
 fi
 
 # prepare NAME MODULE VERSION: copy the module, apply its patch, record a stamp.
