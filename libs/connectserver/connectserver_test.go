@@ -1,10 +1,14 @@
 package connectserver_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,6 +231,86 @@ func TestCompression(t *testing.T) {
 	if enc := req(registryv1connect.NewRegistryServiceClient(connectclient.HTTPClient(nil), s.URL())).Header().Get("Content-Encoding"); enc != "gzip" {
 		t.Errorf("gzip-accepting client got Content-Encoding %q for 64 KiB, want gzip", enc)
 	}
+}
+
+// A client that never finishes its request headers is cut off after
+// ReadHeaderTimeout (slowloris).
+func TestReadHeaderTimeout(t *testing.T) {
+	s, _, _ := start(t, connectserver.Config{Service: "test", ReadHeaderTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	for err == nil { // the server may answer 408 before closing
+		var m int
+		m, err = conn.Read(buf[n:])
+		n += m
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("connection with unfinished headers still open after 5 s")
+	}
+}
+
+// Every request is logged once, in the log schema, with its context.
+func TestRequestLog(t *testing.T) {
+	var buf syncBuffer
+	s, err := connectserver.New(connectserver.Config{Service: "logged"}, connectserver.Deps{Logger: obslog.New(&buf, obslog.Options{Service: "logged"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Handle(registryv1connect.NewRegistryServiceHandler(&registry{}, s.HandlerOptions()...))
+	if _, err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitReady(t, s.URL())
+
+	c := registryv1connect.NewRegistryServiceClient(connectclient.HTTPClient(nil), s.URL())
+	resp, err := c.GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqID := resp.Header().Get("X-Request-Id")
+	var line map[string]any
+	testwait.For(t, "request log line", 5*time.Second, func() bool {
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, `"rpc.done"`) && strings.Contains(l, "GetSatellite") {
+				return json.Unmarshal([]byte(l), &line) == nil
+			}
+		}
+		return false
+	})
+	attrs, _ := line["attrs"].(map[string]any)
+	if line["request_id"] != reqID || line["schema"] != obslog.SchemaVersion || attrs["code"] != "ok" || attrs["procedure"] != registryv1connect.RegistryServiceGetSatelliteProcedure {
+		t.Errorf("log line %v: want request_id %s, schema, code ok and the procedure", line, reqID)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestCORSAndMetrics(t *testing.T) {
