@@ -131,7 +131,9 @@ type Server struct {
 	started  bool
 }
 
-// New builds a server; register services with Handle, then Run it.
+// New builds a server; register services with Handle, then Run it. Servers
+// sharing one Registry (services composed in one process) need distinct
+// Config.Service names: their metrics differ only by that label.
 func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.setDefaults()
 	log := deps.Logger
@@ -189,7 +191,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (s *Server) HandlerOptions() []connect.HandlerOption { return s.opts }
 
 // Handle mounts a generated handler at its path ("/pkg.v1.Service/"); the
-// service becomes visible to health checks and reflection.
+// service becomes visible to health checks and reflection. Call it before Run.
 func (s *Server) Handle(path string, h http.Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
