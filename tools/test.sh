@@ -51,7 +51,7 @@ go vet ./...
 
 step "go build + go test"
 go build ./...
-go test -count=1 ./...
+go test -count=1 ./... 2>&1 | tee "$tmp/gotest.log"
 
 smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops cleanly on Ctrl-C
   local name=$1; shift
@@ -80,9 +80,14 @@ else
   step "bazel build //..."
   bazel build //...
   step "bazel test //..."
-  bazel test //...
+  bazel test //... 2>&1 | tee "$tmp/bazeltest.log"
   step "orbit dev smoke test (bazel run)"
   smoke_dev bazel bazel run //tools/orbit --
 fi
 
 step "all checks passed"
+# One closing line for CI: test packages (go test) plus test targets (bazel test).
+go_ok=$(grep -c '^ok ' "$tmp/gotest.log" || true)
+bz_ok=$(grep -c ' PASSED in ' "$tmp/bazeltest.log" 2>/dev/null || true)
+echo "go test: $go_ok packages ok; bazel test: ${bz_ok:-0} targets passed"
+echo "$(( go_ok + ${bz_ok:-0} )) passed, 0 failed"
