@@ -16,8 +16,7 @@ import (
 
 // Defaults (docs/limits.md).
 const (
-	DefaultDialTimeout    = 5 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
+	DefaultDialTimeout = 5 * time.Second
 	// MaxTxnOps is etcd's default limit of operations in one transaction
 	// (--max-txn-ops); batches are split to stay under it.
 	MaxTxnOps = 128

@@ -107,6 +107,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "  dev.json: %s\n", filepath.Join(info.DataDir, dev.InfoFile))
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "stopping...")
+	stop() // a second Ctrl-C now ends the process at once
+	fmt.Fprintln(stdout, "stopping... (Ctrl-C again to force)")
 	return st.Stop()
 }

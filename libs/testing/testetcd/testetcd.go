@@ -14,14 +14,7 @@ import (
 // Start starts a member and returns it with a connected client.
 func Start(t testing.TB) (*embedetcd.Server, *clientv3.Client) {
 	t.Helper()
-	return StartIn(t, t.TempDir())
-}
-
-// StartIn starts a member whose data lives in dir, so a test can stop it and
-// start it again on the same data.
-func StartIn(t testing.TB, dir string) (*embedetcd.Server, *clientv3.Client) {
-	t.Helper()
-	s, err := embedetcd.Start(embedetcd.Config{Dir: dir})
+	s, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("testetcd: %v", err)
 	}

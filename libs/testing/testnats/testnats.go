@@ -14,14 +14,7 @@ import (
 // Start starts a server with JetStream in a temp dir.
 func Start(t testing.TB) *server.Server {
 	t.Helper()
-	return StartIn(t, t.TempDir())
-}
-
-// StartIn starts a server whose JetStream data lives in dir, so a test can
-// stop it and start it again on the same data.
-func StartIn(t testing.TB, dir string) *server.Server {
-	t.Helper()
-	s, err := embednats.Start(embednats.Config{Port: -1, StoreDir: dir})
+	s, err := embednats.Start(embednats.Config{Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("testnats: %v", err)
 	}

@@ -84,7 +84,6 @@ type Info struct {
 // Stack is a running system.
 type Stack struct {
 	info    Info
-	log     *slog.Logger
 	lock    *os.File
 	nats    *server.Server
 	etcd    *embedetcd.Server
@@ -121,7 +120,7 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dev: data dir: %w", err)
 	}
-	s := &Stack{log: log, info: Info{DataDir: dir, Services: map[string]string{}, PID: os.Getpid(), StartedAt: time.Now().UTC()}}
+	s := &Stack{info: Info{DataDir: dir, Services: map[string]string{}, PID: os.Getpid(), StartedAt: time.Now().UTC()}}
 	defer func() {
 		if err != nil {
 			_ = s.Stop()
