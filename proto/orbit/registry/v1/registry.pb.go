@@ -150,8 +150,12 @@ type Satellite struct {
 	StoreBytes    int64                  `protobuf:"varint,15,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
 	Region        string                 `protobuf:"bytes,16,opt,name=region,proto3" json:"region,omitempty"`
 	StatusDetail  string                 `protobuf:"bytes,17,opt,name=status_detail,json=statusDetail,proto3" json:"status_detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Increases with every registration of this satellite. Connectors close a
+	// link whose generation is lower than a newer link's, so a satellite that
+	// reconnects elsewhere (or twice) keeps exactly one live link.
+	LinkGeneration uint64 `protobuf:"varint,18,opt,name=link_generation,json=linkGeneration,proto3" json:"link_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Satellite) Reset() {
@@ -301,6 +305,13 @@ func (x *Satellite) GetStatusDetail() string {
 		return x.StatusDetail
 	}
 	return ""
+}
+
+func (x *Satellite) GetLinkGeneration() uint64 {
+	if x != nil {
+		return x.LinkGeneration
+	}
+	return 0
 }
 
 type RegisterRequest struct {
@@ -1067,7 +1078,7 @@ var File_orbit_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	" orbit/registry/v1/registry.proto\x12\x11orbit.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x05\n" +
+	" orbit/registry/v1/registry.proto\x12\x11orbit.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x05\n" +
 	"\tSatellite\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1a\n" +
@@ -1088,7 +1099,8 @@ const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\vstore_bytes\x18\x0f \x01(\x03R\n" +
 	"storeBytes\x12\x16\n" +
 	"\x06region\x18\x10 \x01(\tR\x06region\x12#\n" +
-	"\rstatus_detail\x18\x11 \x01(\tR\fstatusDetail\x1a9\n" +
+	"\rstatus_detail\x18\x11 \x01(\tR\fstatusDetail\x12'\n" +
+	"\x0flink_generation\x18\x12 \x01(\x04R\x0elinkGeneration\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x02\n" +
