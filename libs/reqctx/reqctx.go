@@ -149,3 +149,24 @@ func FromCarrier(ctx context.Context, c *contextv1.Carrier) context.Context {
 	}
 	return Propagator().Extract(ctx, m)
 }
+
+// Replace drops every baggage member the caller sent and sets f. The public
+// edge (the gateway) uses it, so a caller can never choose its own tenant,
+// satellite or query ID.
+func Replace(ctx context.Context, f Fields) (context.Context, error) {
+	return With(baggage.ContextWithoutBaggage(ctx), f)
+}
+
+// ValidID reports whether s can be used as an ID inside NATS subjects and
+// keys: 1..64 of [A-Za-z0-9_-].
+func ValidID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -13,6 +13,7 @@ import (
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/orbitplane/orbit/libs/colbatch"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 )
 
@@ -183,7 +184,7 @@ func stream(ctx context.Context, rows driver.Rows, lim Limits, sink Sink) (Resul
 		if tn != nil {
 			dbType = tn.ColumnTypeDatabaseTypeName(i)
 		}
-		t := columnType(dbType)
+		t := colbatch.DuckDBType(dbType)
 		cols[i] = &queryv1.Column{Name: n, Type: t}
 		builders[i] = newBuilder(t)
 	}
@@ -241,26 +242,6 @@ func stream(ctx context.Context, rows driver.Rows, lim Limits, sink Sink) (Resul
 		}
 	}
 	return res, emit()
-}
-
-// columnType maps a DuckDB type name to the wire type.
-func columnType(db string) queryv1.ColumnType {
-	switch {
-	case db == "BOOLEAN":
-		return queryv1.ColumnType_COLUMN_TYPE_BOOL
-	case db == "TINYINT", db == "SMALLINT", db == "INTEGER", db == "BIGINT",
-		db == "UTINYINT", db == "USMALLINT", db == "UINTEGER":
-		return queryv1.ColumnType_COLUMN_TYPE_INT64
-	case db == "FLOAT", db == "DOUBLE", strings.HasPrefix(db, "DECIMAL"):
-		return queryv1.ColumnType_COLUMN_TYPE_FLOAT64
-	case db == "BLOB":
-		return queryv1.ColumnType_COLUMN_TYPE_BYTES
-	case strings.HasPrefix(db, "TIMESTAMP"), db == "DATE":
-		return queryv1.ColumnType_COLUMN_TYPE_TIMESTAMP
-	}
-	// VARCHAR, UUID, UBIGINT, HUGEINT, INTERVAL, LIST, STRUCT, MAP, ENUM...:
-	// text keeps every value exact.
-	return queryv1.ColumnType_COLUMN_TYPE_STRING
 }
 
 type builder struct {

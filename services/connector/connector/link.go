@@ -1,0 +1,304 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/reqctx"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+)
+
+type linkHandler struct {
+	connectorv1connect.UnimplementedLinkServiceHandler
+	s *Service
+}
+
+// link is one satellite's live stream on this replica.
+type link struct {
+	s              *Service
+	satID          string
+	tenant         string
+	generation     uint64
+	heartbeatEvery time.Duration
+	stream         *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
+	cancel         context.CancelFunc
+	last           atomic.Int64 // unix nanos of the last frame received
+
+	sendMu sync.Mutex
+
+	mu      sync.Mutex
+	queries map[string]*inflight
+	reason  string
+	closed  bool
+}
+
+type inflight struct {
+	reply   string
+	lastSeq uint64
+}
+
+func (l *link) lastFrame() time.Time { return time.Unix(0, l.last.Load()) }
+
+func (l *link) send(m *connectorv1.ConnectResponse) error {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	return l.stream.Send(m)
+}
+
+// close ends the link, telling the satellite why first.
+func (l *link) close(reason, message string) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed, l.reason = true, reason
+	l.mu.Unlock()
+	code := connectorv1.LinkErrorCode_LINK_ERROR_CODE_PROTOCOL
+	switch reason {
+	case "superseded":
+		code = connectorv1.LinkErrorCode_LINK_ERROR_CODE_SUPERSEDED
+	case "shutdown":
+		code = connectorv1.LinkErrorCode_LINK_ERROR_CODE_SHUTTING_DOWN
+	}
+	go func() {
+		// The stream may be stuck; never let that block the closer.
+		_ = l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Error{Error: &connectorv1.LinkError{Code: code, Message: message}}})
+	}()
+	l.cancel()
+}
+
+// Connect serves one satellite link: Register first, then heartbeats and
+// result frames up, queries/credits/cancels down.
+func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]) error {
+	s := h.s
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Receive runs on its own goroutine: a blocked Receive does not see ctx,
+	// and returning from this handler is what closes the stream.
+	frames := make(chan *connectorv1.ConnectRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Receive()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case frames <- m:
+			case <-ctx.Done():
+				recvErr <- ctx.Err()
+				return
+			}
+		}
+	}()
+
+	var first *connectorv1.ConnectRequest
+	select {
+	case first = <-frames:
+	case err := <-recvErr:
+		return err
+	case <-time.After(s.cfg.RegisterTimeout):
+		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no Register frame within %v", s.cfg.RegisterTimeout))
+	case <-ctx.Done():
+		return nil
+	}
+	reg := first.GetRegister()
+	if reg == nil {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("the first frame must be Register"))
+	}
+	ctx = reqctx.FromCarrier(ctx, first.Context)
+	dk, err := s.ctxs.AuthDeployKey(ctx, reg.DeployKey)
+	if err != nil {
+		if errors.Is(err, contextstore.ErrUnauthenticated) {
+			_ = stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Error{Error: &connectorv1.LinkError{
+				Code: connectorv1.LinkErrorCode_LINK_ERROR_CODE_BAD_DEPLOY_KEY, Message: "deploy key is invalid or revoked"}}})
+			s.log.WarnContext(ctx, "satellite refused: bad deploy key", obslog.Event("connector.bad_deploy_key"), "identity", reg.Identity)
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("deploy key is invalid or revoked"))
+		}
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	labels := maps.Clone(dk.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, reg.Labels)
+	sat, err := s.registerSatellite(ctx, &registryv1.RegisterRequest{
+		TenantId: dk.TenantId, Identity: reg.Identity, Name: reg.Name, Labels: labels,
+		Version: reg.Version, Address: reg.Address, ConnectorId: s.cfg.ID,
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "registration failed", obslog.Event("connector.register_failed"), "error", err, "identity", reg.Identity)
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("registration failed: %w", err))
+	}
+	ctx = reqctx.MustWith(ctx, reqctx.Fields{Tenant: sat.TenantId, Satellite: sat.Id})
+	l := &link{
+		s: s, satID: sat.Id, tenant: sat.TenantId, generation: sat.LinkGeneration,
+		heartbeatEvery: s.cfg.HeartbeatInterval, stream: stream, cancel: cancel, queries: map[string]*inflight{},
+	}
+	l.last.Store(time.Now().UnixNano())
+	if err := s.adopt(l); err != nil {
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	s.claim(l)
+	sub, err := s.nc.QueueSubscribe(SatelliteSubjectPrefix+sat.Id, queueGroup, l.onDown)
+	if err != nil {
+		s.release(l)
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	if err := l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Registered{Registered: &connectorv1.Registered{
+		SatelliteId: sat.Id, TenantId: sat.TenantId, HeartbeatIntervalMs: int32(l.heartbeatEvery / time.Millisecond), ConnectorId: s.cfg.ID,
+	}}}); err != nil {
+		_ = sub.Unsubscribe()
+		s.release(l)
+		return err
+	}
+	s.log.InfoContext(ctx, "satellite linked", obslog.Event("connector.linked"), "generation", sat.LinkGeneration, "name", sat.Name)
+
+	var cause error
+loop:
+	for {
+		select {
+		case m := <-frames:
+			l.last.Store(time.Now().UnixNano())
+			l.onUp(ctx, m)
+		case cause = <-recvErr:
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	_ = sub.Unsubscribe()
+	current := s.release(l)
+	l.mu.Lock()
+	reason := l.reason
+	if reason == "" {
+		reason = "stream_ended"
+		l.closed = true
+	}
+	pending := l.queries
+	l.queries = map[string]*inflight{}
+	l.mu.Unlock()
+	// Queries that were running here end with an explicit error frame: the
+	// broker never waits on silence.
+	for qid, q := range pending {
+		l.publishResult(&queryv1.ResultFrame{QueryId: qid, Seq: q.lastSeq + 1, Kind: &queryv1.ResultFrame_Error{Error: &queryv1.QueryError{
+			Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, Message: "the satellite's link closed during the query (" + reason + ")"}}}, q.reply)
+	}
+	if current && reason != "superseded" {
+		s.disconnect(sat.Id)
+	}
+	s.m.linksTotal.WithLabelValues(reason).Inc()
+	s.log.InfoContext(ctx, "satellite link closed", obslog.Event("connector.unlinked"), "reason", reason, "cause", errString(cause), "queries_aborted", len(pending))
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// onUp handles a frame from the satellite.
+func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
+	switch f := m.Frame.(type) {
+	case *connectorv1.ConnectRequest_Heartbeat:
+		hb := f.Heartbeat
+		st := hb.GetStore()
+		l.s.queueHeartbeat(&registryv1.SatelliteHeartbeat{
+			SatelliteId: l.satID, Degraded: hb.Health == connectorv1.Health_HEALTH_DEGRADED, Address: hb.Address,
+			Version: hb.Version, StoreRows: st.GetRows(), StoreBytes: st.GetBytes(), SentAt: hb.SentAt, Detail: hb.Detail,
+		})
+	case *connectorv1.ConnectRequest_Result:
+		r := f.Result
+		l.mu.Lock()
+		q, ok := l.queries[r.QueryId]
+		if ok {
+			q.lastSeq = r.Seq
+			if r.GetEnd() != nil || r.GetError() != nil {
+				delete(l.queries, r.QueryId)
+			}
+		}
+		l.mu.Unlock()
+		if !ok {
+			l.s.m.unknown.Inc()
+			l.s.log.WarnContext(ctx, "result for a query not running on this link", "query_id", r.QueryId, "seq", r.Seq)
+			return
+		}
+		l.publishResult(r, q.reply)
+	case *connectorv1.ConnectRequest_Register:
+		l.close("protocol", "Register is only valid as the first frame")
+	}
+}
+
+func (l *link) publishResult(r *queryv1.ResultFrame, reply string) {
+	b, err := proto.Marshal(r)
+	if err == nil {
+		err = l.s.nc.Publish(reply, b)
+	}
+	if err != nil {
+		l.s.log.Error("result publish failed", "error", err, "query_id", r.QueryId, "seq", r.Seq)
+		return
+	}
+	l.s.m.frames.WithLabelValues("up").Inc()
+}
+
+// onDown forwards a query, credit or cancel from NATS to the satellite.
+func (l *link) onDown(msg *nats.Msg) {
+	var m connectorv1.ConnectResponse
+	if err := proto.Unmarshal(msg.Data, &m); err != nil {
+		l.s.log.Warn("bad frame on satellite subject", "error", err, "subject", msg.Subject)
+		return
+	}
+	if q := m.GetQuery(); q != nil {
+		ctx := reqctx.FromCarrier(context.Background(), m.Context)
+		reply := ReplySubjectPrefix + q.QueryId
+		if q.QueryId == "" || strings.ContainsAny(q.QueryId, " .*>\t\r\n") || q.ReplySubject != reply {
+			l.s.log.WarnContext(ctx, "query with a bad ID or reply subject refused", "query_id", q.QueryId)
+			return
+		}
+		l.mu.Lock()
+		full := len(l.queries) >= l.s.cfg.MaxQueriesPerLink
+		if !full && !l.closed {
+			l.queries[q.QueryId] = &inflight{reply: reply}
+		}
+		closed := l.closed
+		l.mu.Unlock()
+		switch {
+		case closed:
+			l.publishResult(&queryv1.ResultFrame{QueryId: q.QueryId, Seq: 1, Kind: &queryv1.ResultFrame_Error{Error: &queryv1.QueryError{
+				Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, Message: "the satellite's link is closing"}}}, reply)
+			return
+		case full:
+			l.publishResult(&queryv1.ResultFrame{QueryId: q.QueryId, Seq: 1, Kind: &queryv1.ResultFrame_Error{Error: &queryv1.QueryError{
+				Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES, Message: fmt.Sprintf("the satellite runs %d queries, its link's limit", l.s.cfg.MaxQueriesPerLink)}}}, reply)
+			return
+		}
+		l.s.log.InfoContext(ctx, "query forwarded to satellite", obslog.Event("connector.query"), "satellite", l.satID)
+	}
+	if err := l.send(&m); err != nil {
+		l.s.log.Warn("send to satellite failed", "error", err)
+		l.close("send_failed", "send failed")
+		return
+	}
+	l.s.m.frames.WithLabelValues("down").Inc()
+}

@@ -1,0 +1,141 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+)
+
+// forward copies the error of an internal call, keeping its code, message
+// and details, but not its transport metadata.
+func forward(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		out := connect.NewError(ce.Code(), errors.New(ce.Message()))
+		for _, d := range ce.Details() {
+			out.AddDetail(d)
+		}
+		return out
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
+}
+
+type queryAPI struct {
+	queryv1connect.UnimplementedQueryServiceHandler
+	s *Service
+}
+
+// ExecuteQuery relays the broker's stream; the tenant travels in the
+// context object the auth interceptor set.
+func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	p := principalFrom(ctx)
+	done, err := q.s.startQuery(p.tenant)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	up, err := q.s.broker.ExecuteQuery(ctx, connect.NewRequest(req.Msg))
+	if err != nil {
+		return forward(err)
+	}
+	defer up.Close()
+	for up.Receive() {
+		if err := stream.Send(up.Msg()); err != nil {
+			return err
+		}
+	}
+	if err := up.Err(); err != nil {
+		return forward(err)
+	}
+	return nil
+}
+
+func (q *queryAPI) GetSchema(ctx context.Context, req *connect.Request[queryv1.GetSchemaRequest]) (*connect.Response[queryv1.GetSchemaResponse], error) {
+	resp, err := q.s.broker.GetSchema(ctx, connect.NewRequest(req.Msg))
+	if err != nil {
+		return nil, forward(err)
+	}
+	return connect.NewResponse(resp.Msg), nil
+}
+
+// registryAPI is the read side of the registry, scoped to the caller's
+// tenant whatever tenant the request names.
+type registryAPI struct {
+	registryv1connect.UnimplementedRegistryServiceHandler
+	s *Service
+}
+
+var errReadOnly = connect.NewError(connect.CodePermissionDenied, errors.New("satellites register through a connector with a deploy key, not through the public API"))
+
+func (r *registryAPI) Register(context.Context, *connect.Request[registryv1.RegisterRequest]) (*connect.Response[registryv1.RegisterResponse], error) {
+	return nil, errReadOnly
+}
+
+func (r *registryAPI) Heartbeat(context.Context, *connect.Request[registryv1.HeartbeatRequest]) (*connect.Response[registryv1.HeartbeatResponse], error) {
+	return nil, errReadOnly
+}
+
+func (r *registryAPI) Disconnect(context.Context, *connect.Request[registryv1.DisconnectRequest]) (*connect.Response[registryv1.DisconnectResponse], error) {
+	return nil, errReadOnly
+}
+
+func (r *registryAPI) GetSatellite(ctx context.Context, req *connect.Request[registryv1.GetSatelliteRequest]) (*connect.Response[registryv1.GetSatelliteResponse], error) {
+	m := req.Msg
+	m.TenantId = principalFrom(ctx).tenant.TenantId
+	resp, err := r.s.registry.GetSatellite(ctx, connect.NewRequest(m))
+	if err != nil {
+		return nil, forward(err)
+	}
+	return connect.NewResponse(resp.Msg), nil
+}
+
+func (r *registryAPI) ListSatellites(ctx context.Context, req *connect.Request[registryv1.ListSatellitesRequest]) (*connect.Response[registryv1.ListSatellitesResponse], error) {
+	m := req.Msg
+	m.TenantId = principalFrom(ctx).tenant.TenantId
+	resp, err := r.s.registry.ListSatellites(ctx, connect.NewRequest(m))
+	if err != nil {
+		return nil, forward(err)
+	}
+	return connect.NewResponse(resp.Msg), nil
+}
+
+func (r *registryAPI) WatchSatellites(ctx context.Context, req *connect.Request[registryv1.WatchSatellitesRequest], stream *connect.ServerStream[registryv1.WatchSatellitesResponse]) error {
+	m := req.Msg
+	m.TenantId = principalFrom(ctx).tenant.TenantId
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	up, err := r.s.registry.WatchSatellites(ctx, connect.NewRequest(m))
+	if err != nil {
+		return forward(err)
+	}
+	defer up.Close()
+	for up.Receive() {
+		if err := stream.Send(up.Msg()); err != nil {
+			return err
+		}
+	}
+	if err := up.Err(); err != nil && ctx.Err() == nil {
+		return forward(err)
+	}
+	return nil
+}
+
+type gatewayAPI struct {
+	gatewayv1connect.UnimplementedGatewayServiceHandler
+	s *Service
+}
+
+func (g *gatewayAPI) WhoAmI(ctx context.Context, _ *connect.Request[gatewayv1.WhoAmIRequest]) (*connect.Response[gatewayv1.WhoAmIResponse], error) {
+	p := principalFrom(ctx)
+	return connect.NewResponse(&gatewayv1.WhoAmIResponse{TenantId: p.tenant.TenantId, TenantName: p.tenant.Name, Scopes: p.key.Scopes, Region: g.s.cfg.Region}), nil
+}

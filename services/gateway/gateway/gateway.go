@@ -1,0 +1,292 @@
+// Package gateway is Orbit's one public door: the query API and the read side
+// of the satellite registry over Connect, gRPC and gRPC-Web, for browsers,
+// orbitctl and other programs. Every call carries an API key
+// (Authorization: Bearer ok_...), which the gateway resolves to a tenant
+// through cached context records in the region's etcd; a tenant sees and
+// queries only its own satellites, within per-tenant limits.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+
+	"github.com/orbitplane/orbit/libs/connectclient"
+	"github.com/orbitplane/orbit/libs/connectserver"
+	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/loadingcache"
+	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/reqctx"
+	"github.com/orbitplane/orbit/libs/svcmain"
+	contextsv1 "github.com/orbitplane/orbit/proto/orbit/contexts/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+)
+
+// Defaults (docs/limits.md).
+const (
+	DefaultRequestsPerSecond = 50
+	DefaultBurst             = 100
+	DefaultMaxQueries        = 16
+)
+
+// Config configures the gateway.
+type Config struct {
+	Server      connectserver.Config
+	BrokerURL   string
+	RegistryURL string
+	// RequestsPerSecond per tenant when its context sets none.
+	RequestsPerSecond int
+	Burst             int
+	// MaxQueries running at once per tenant when its context sets none.
+	MaxQueries int
+	Cache      loadingcache.Config
+	Region     string
+}
+
+// RegisterFlags defines the gateway's flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Server.Addr, "addr", "127.0.0.1:8080", "public listen address")
+	fs.StringVar(&c.BrokerURL, "broker-url", "http://127.0.0.1:8084", "query broker base URL")
+	fs.StringVar(&c.RegistryURL, "registry-url", "http://127.0.0.1:8083", "registry base URL")
+	fs.IntVar(&c.RequestsPerSecond, "tenant-rps", DefaultRequestsPerSecond, "requests per second per tenant (unless its context says otherwise)")
+	fs.IntVar(&c.Burst, "tenant-burst", DefaultBurst, "request burst per tenant")
+	fs.IntVar(&c.MaxQueries, "tenant-max-queries", DefaultMaxQueries, "queries per tenant at once (unless its context says otherwise)")
+	fs.Func("cors-origins", "comma-separated origins browsers may call from (\"*\" = any)", func(s string) error {
+		c.Server.CORSOrigins = svcmain.SplitList(s)
+		return nil
+	})
+	fs.DurationVar(&c.Cache.TTL, "auth-cache-ttl", loadingcache.DefaultTTL, "how long a resolved key stays cached (an etcd watch applies changes at once)")
+	fs.DurationVar(&c.Cache.NegativeTTL, "auth-negative-ttl", loadingcache.DefaultNegativeTTL, "how long an unknown key stays cached as unknown")
+}
+
+func (c *Config) defaults() {
+	if c.RequestsPerSecond <= 0 {
+		c.RequestsPerSecond = DefaultRequestsPerSecond
+	}
+	if c.Burst <= 0 {
+		c.Burst = DefaultBurst
+	}
+	if c.MaxQueries <= 0 {
+		c.MaxQueries = DefaultMaxQueries
+	}
+	if c.Server.Service == "" {
+		c.Server.Service = "gateway"
+	}
+}
+
+// Needs are the shared clients the gateway binary connects to.
+var Needs = svcmain.Needs{Etcd: true}
+
+// Flags registers every flag of the gateway binary.
+func Flags(fs *flag.FlagSet) { svcmain.AllFlags(Needs, new(Config).RegisterFlags)(fs) }
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	Etcd           *clientv3.Client
+	Metrics        *prometheus.Registry
+	HTTPClient     *http.Client
+}
+
+// Service is a gateway.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	srv      *connectserver.Server
+	ctxs     *contextstore.Store
+	broker   queryv1connect.QueryServiceClient
+	registry registryv1connect.RegistryServiceClient
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+	running  map[string]int
+
+	authFailures prometheus.Counter
+	throttled    *prometheus.CounterVec
+}
+
+// New builds a gateway.
+func New(cfg Config, deps Deps) (*Service, error) {
+	cfg.defaults()
+	if deps.Logger == nil {
+		deps.Logger = obslog.Discard()
+	}
+	if deps.Etcd == nil || cfg.BrokerURL == "" || cfg.RegistryURL == "" {
+		return nil, errors.New("gateway: etcd, a broker URL and a registry URL are required")
+	}
+	srv, err := connectserver.New(cfg.Server, connectserver.Deps{Logger: deps.Logger, TracerProvider: deps.TracerProvider, Registry: deps.Metrics})
+	if err != nil {
+		return nil, err
+	}
+	hc := deps.HTTPClient
+	if hc == nil {
+		hc = connectclient.HTTPClient(nil)
+	}
+	opts, err := connectclient.Options(deps.TracerProvider)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, log: deps.Logger, srv: srv,
+		ctxs:     contextstore.New(deps.Etcd, cfg.Cache, deps.Logger),
+		broker:   queryv1connect.NewQueryServiceClient(hc, cfg.BrokerURL, opts...),
+		registry: registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
+		limiters: map[string]*rate.Limiter{}, running: map[string]int{},
+	}
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": cfg.Server.Service}, srv.Registry())
+	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_gateway_auth_failures_total", Help: "Requests refused for a missing or bad API key."})
+	s.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_gateway_throttled_total", Help: "Requests refused by a per-tenant limit."}, []string{"limit"})
+	reg.MustRegister(s.authFailures, s.throttled)
+
+	hopts := append(srv.HandlerOptions(), connect.WithInterceptors(&auth{s: s}))
+	srv.Handle(queryv1connect.NewQueryServiceHandler(&queryAPI{s: s}, hopts...))
+	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
+	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))
+	return s, nil
+}
+
+// Listen binds the port; URL is then valid.
+func (s *Service) Listen() error {
+	_, err := s.srv.Listen()
+	return err
+}
+
+// URL is the gateway's public base URL.
+func (s *Service) URL() string { return s.srv.URL() }
+
+// Run serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	bg, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { s.ctxs.Run(bg); close(done) }()
+	err := s.srv.Run(ctx)
+	stop()
+	<-done
+	return err
+}
+
+type principal struct {
+	key    *contextsv1.APIKeyContext
+	tenant *contextsv1.TenantContext
+}
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) *principal {
+	p, _ := ctx.Value(principalKey{}).(*principal)
+	return p
+}
+
+// auth authenticates every call and replaces the caller's baggage with the
+// authenticated tenant.
+type auth struct{ s *Service }
+
+func (a *auth) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
+	s := a.s
+	raw := h.Get("Authorization")
+	key, ok := strings.CutPrefix(raw, "Bearer ")
+	if !ok || key == "" {
+		s.authFailures.Inc()
+		return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("missing API key: send 'Authorization: Bearer <key>'"))
+	}
+	k, t, err := s.ctxs.AuthAPIKey(ctx, strings.TrimSpace(key))
+	if err != nil {
+		s.authFailures.Inc()
+		if errors.Is(err, contextstore.ErrUnauthenticated) {
+			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("API key is invalid, revoked or expired"))
+		}
+		return ctx, connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot check the API key now: %w", err))
+	}
+	if !s.allow(t) {
+		s.throttled.WithLabelValues("rate").Inc()
+		return ctx, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %s is over its request rate; slow down", t.TenantId))
+	}
+	rid := reqctx.From(ctx).RequestID
+	if !reqctx.ValidID(rid) {
+		rid = ""
+	}
+	ctx, err = reqctx.Replace(ctx, reqctx.Fields{RequestID: rid, Tenant: t.TenantId, User: k.KeyId})
+	if err != nil {
+		return ctx, connect.NewError(connect.CodeInternal, err)
+	}
+	ctx, _ = reqctx.EnsureRequestID(ctx)
+	return context.WithValue(ctx, principalKey{}, &principal{key: k, tenant: t}), nil
+}
+
+func (a *auth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := a.authenticate(ctx, req.Header())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a *auth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a *auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := a.authenticate(ctx, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+func (s *Service) allow(t *contextsv1.TenantContext) bool {
+	rps, burst := s.cfg.RequestsPerSecond, s.cfg.Burst
+	if t.MaxRequestsPerSecond > 0 {
+		rps, burst = int(t.MaxRequestsPerSecond), max(int(t.MaxRequestsPerSecond)*2, 1)
+	}
+	s.mu.Lock()
+	l, ok := s.limiters[t.TenantId]
+	if !ok || l.Limit() != rate.Limit(rps) {
+		l = rate.NewLimiter(rate.Limit(rps), burst)
+		s.limiters[t.TenantId] = l
+	}
+	s.mu.Unlock()
+	return l.Allow()
+}
+
+// startQuery takes one of the tenant's query slots.
+func (s *Service) startQuery(t *contextsv1.TenantContext) (func(), error) {
+	limit := s.cfg.MaxQueries
+	if t.MaxConcurrentQueries > 0 {
+		limit = int(t.MaxConcurrentQueries)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[t.TenantId] >= limit {
+		s.throttled.WithLabelValues("concurrent_queries").Inc()
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %s runs %d queries, its limit; wait for one to finish", t.TenantId, limit))
+	}
+	s.running[t.TenantId]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.running[t.TenantId]--; s.running[t.TenantId] <= 0 {
+				delete(s.running, t.TenantId)
+			}
+		})
+	}, nil
+}

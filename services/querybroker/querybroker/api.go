@@ -1,0 +1,304 @@
+package querybroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orbitplane/orbit/libs/colbatch"
+	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/reqctx"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+)
+
+type api struct {
+	queryv1connect.UnimplementedQueryServiceHandler
+	s *Service
+}
+
+// tenantOf returns the caller's tenant from the context object; the gateway
+// sets it after authenticating.
+func tenantOf(ctx context.Context) (string, error) {
+	t := reqctx.From(ctx).Tenant
+	if t == "" {
+		return "", connect.NewError(connect.CodePermissionDenied, errors.New("no tenant in the request context; call through the gateway"))
+	}
+	return t, nil
+}
+
+// codeFor maps a satellite's error to the RPC code of a single-satellite
+// query.
+func codeFor(c queryv1.QueryErrorCode) connect.Code {
+	switch c {
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY:
+		return connect.CodeInvalidArgument
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_ROW_LIMIT, queryv1.QueryErrorCode_QUERY_ERROR_CODE_BYTE_LIMIT, queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES:
+		return connect.CodeResourceExhausted
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
+		return connect.CodeDeadlineExceeded
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
+		return connect.CodeCanceled
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
+		return connect.CodeUnavailable
+	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_NOT_FOUND:
+		return connect.CodeNotFound
+	}
+	return connect.CodeInternal
+}
+
+// QueryError turns a QueryError into a Connect error that carries it as a
+// detail, so clients get the machine-readable code too.
+func QueryError(qe *queryv1.QueryError, prefix string) error {
+	err := connect.NewError(codeFor(qe.Code), errors.New(prefix+qe.Message))
+	if d, derr := connect.NewErrorDetail(qe); derr == nil {
+		err.AddDetail(d)
+	}
+	return err
+}
+
+func (a *api) timeout(req *queryv1.ExecuteQueryRequest) (time.Duration, error) {
+	if req.Timeout == nil {
+		return a.s.cfg.DefaultTimeout, nil
+	}
+	d := req.Timeout.AsDuration()
+	if d <= 0 || d > a.s.cfg.MaxTimeout {
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("timeout must be in (0, %v]", a.s.cfg.MaxTimeout))
+	}
+	return d, nil
+}
+
+func (a *api) limits(req *queryv1.ExecuteQueryRequest) *queryv1.QueryLimits {
+	l := &queryv1.QueryLimits{MaxRows: a.s.cfg.MaxRows, MaxBytes: a.s.cfg.MaxBytes}
+	if r := req.GetLimits().GetMaxRows(); r > 0 && r < l.MaxRows {
+		l.MaxRows = r
+	}
+	if b := req.GetLimits().GetMaxBytes(); b > 0 && b < l.MaxBytes {
+		l.MaxBytes = b
+	}
+	return l
+}
+
+// targets resolves the request to satellites of the tenant. For one named
+// satellite, an unknown or DISCONNECTED one fails fast.
+func (a *api) targets(ctx context.Context, tenant string, req *queryv1.ExecuteQueryRequest) ([]*registryv1.Satellite, bool, error) {
+	switch t := req.Target.(type) {
+	case *queryv1.ExecuteQueryRequest_Satellite:
+		resp, err := a.s.registry.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{TenantId: tenant, Satellite: t.Satellite}))
+		if err != nil {
+			if connect.CodeOf(err) == connect.CodeNotFound {
+				return nil, true, QueryError(&queryv1.QueryError{Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_NOT_FOUND, Message: fmt.Sprintf("no satellite %q", t.Satellite)}, "")
+			}
+			return nil, true, err
+		}
+		sat := resp.Msg.Satellite
+		if sat.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
+			return nil, true, QueryError(&queryv1.QueryError{Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE,
+				Message: fmt.Sprintf("satellite %s (%s) is DISCONNECTED: %s", sat.Name, sat.Id, sat.StatusDetail)}, "")
+		}
+		return []*registryv1.Satellite{sat}, true, nil
+	case *queryv1.ExecuteQueryRequest_Selector:
+		var out []*registryv1.Satellite
+		token := ""
+		for {
+			resp, err := a.s.registry.ListSatellites(ctx, connect.NewRequest(&registryv1.ListSatellitesRequest{
+				TenantId: tenant, MatchLabels: t.Selector.GetMatchLabels(), PageSize: 1000, PageToken: token,
+			}))
+			if err != nil {
+				return nil, false, err
+			}
+			out = append(out, resp.Msg.Satellites...)
+			if len(out) > a.s.cfg.MaxFanout {
+				return nil, false, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the selector matches more than %d satellites, the fan-out limit; narrow it", a.s.cfg.MaxFanout))
+			}
+			if token = resp.Msg.NextPageToken; token == "" {
+				return out, false, nil
+			}
+		}
+	}
+	return nil, false, connect.NewError(connect.CodeInvalidArgument, errors.New("set a satellite or a selector"))
+}
+
+// ExecuteQuery streams one merged result: per satellite a schema, batches
+// and a satellite_done, then a summary. A single-satellite query that fails
+// fails the RPC with the satellite's error; a fan-out reports failures per
+// satellite and marks the summary partial.
+func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	s := a.s
+	start := time.Now()
+	r := req.Msg
+	sql := strings.TrimSpace(r.Sql)
+	if sql == "" {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("sql is empty"))
+	}
+	if len(sql) > MaxSQLBytes {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("sql is %d bytes; the limit is %d", len(sql), MaxSQLBytes))
+	}
+	timeout, err := a.timeout(r)
+	if err != nil {
+		return err
+	}
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.acquireTenant(tenant); err != nil {
+		return err
+	}
+	defer s.releaseTenant(tenant)
+	sats, single, err := a.targets(ctx, tenant, r)
+	kind := "selector"
+	if single {
+		kind = "satellite"
+	}
+	if err != nil {
+		s.m.queries.WithLabelValues(kind, "error").Inc()
+		return err
+	}
+	queryID := reqctx.From(ctx).QueryID
+	if !reqctx.ValidID(queryID) || len(queryID) > 48 {
+		queryID = reqctx.NewID()
+	}
+	ctx = reqctx.MustWith(ctx, reqctx.Fields{QueryID: queryID})
+	s.log.InfoContext(ctx, "query started", obslog.Event("broker.query_started"), "target", kind, "satellites", len(sats))
+
+	var sendMu sync.Mutex
+	send := func(m *queryv1.ExecuteQueryResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	results := make([]*queryv1.SatelliteResult, len(sats))
+	var wg sync.WaitGroup
+	for i, sat := range sats {
+		if sat.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
+			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE,
+				"satellite %s is DISCONNECTED: %s", sat.Name, sat.StatusDetail).result
+			continue
+		}
+		if !s.acquireSatellite(sat.Id) {
+			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES,
+				"satellite %s runs %d queries through this broker, its limit", sat.Name, s.cfg.MaxQueriesPerSatellite).result
+			continue
+		}
+		pid := queryID
+		if !single {
+			pid = queryID + "-" + strconv.Itoa(i)
+		}
+		p := &part{s: s, satID: sat.Id, queryID: pid, sql: sql, limits: a.limits(r), timeout: timeout}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.releaseSatellite(sat.Id)
+			pctx := reqctx.MustWith(ctx, reqctx.Fields{Satellite: sat.Id})
+			o := p.run(pctx, &streamHandler{satID: sat.Id, send: send})
+			results[i] = o.result
+		}()
+	}
+	wg.Wait()
+
+	summary := &queryv1.QuerySummary{QueryId: queryID, SatellitesTotal: int32(len(sats)), Elapsed: durationpb.New(time.Since(start))}
+	for i, res := range results {
+		s.m.outcomes.WithLabelValues(res.Outcome.String()).Inc()
+		summary.Rows += res.Rows
+		summary.Bytes += res.Bytes
+		if res.Outcome == queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
+			summary.SatellitesOk++
+		} else {
+			summary.Partial = true
+		}
+		if single && res.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
+			s.m.queries.WithLabelValues(kind, "error").Inc()
+			s.log.InfoContext(ctx, "query failed", obslog.Event("broker.query_failed"), "code", res.Error.GetCode().String(), "error", res.Error.GetMessage())
+			return QueryError(res.Error, "")
+		}
+		if err := send(&queryv1.ExecuteQueryResponse{SatelliteId: sats[i].Id, Kind: &queryv1.ExecuteQueryResponse_SatelliteDone{SatelliteDone: res}}); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	s.m.latency.Observe(time.Since(start).Seconds())
+	result := "ok"
+	if summary.Partial {
+		result = "partial"
+	}
+	s.m.queries.WithLabelValues(kind, result).Inc()
+	s.log.InfoContext(ctx, "query finished", obslog.Event("broker.query_finished"), "rows", summary.Rows, "bytes", summary.Bytes,
+		"satellites_ok", summary.SatellitesOk, "satellites", summary.SatellitesTotal, "elapsed_ms", time.Since(start).Milliseconds())
+	return send(&queryv1.ExecuteQueryResponse{Kind: &queryv1.ExecuteQueryResponse_Summary{Summary: summary}})
+}
+
+type streamHandler struct {
+	satID string
+	send  func(*queryv1.ExecuteQueryResponse) error
+}
+
+func (h *streamHandler) schema(s *queryv1.ResultSchema) error {
+	return h.send(&queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Kind: &queryv1.ExecuteQueryResponse_Schema{Schema: s}})
+}
+
+func (h *streamHandler) batch(b *queryv1.ColumnBatch) error {
+	return h.send(&queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Kind: &queryv1.ExecuteQueryResponse_Batch{Batch: b}})
+}
+
+// schemaSQL lists the satellite's tables and columns; it runs over the same
+// read-only query path as any query.
+const schemaSQL = `SELECT c.table_name, c.column_name, c.data_type, t.estimated_size
+FROM duckdb_columns() c JOIN duckdb_tables() t ON c.table_oid = t.table_oid
+WHERE c.schema_name = 'main' ORDER BY c.table_name, c.column_index`
+
+type collect struct{ batches []*queryv1.ColumnBatch }
+
+func (c *collect) schema(*queryv1.ResultSchema) error { return nil }
+func (c *collect) batch(b *queryv1.ColumnBatch) error {
+	c.batches = append(c.batches, b)
+	return nil
+}
+
+// GetSchema lists the tables and columns of one satellite.
+func (a *api) GetSchema(ctx context.Context, req *connect.Request[queryv1.GetSchemaRequest]) (*connect.Response[queryv1.GetSchemaResponse], error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sats, _, err := a.targets(ctx, tenant, &queryv1.ExecuteQueryRequest{Target: &queryv1.ExecuteQueryRequest_Satellite{Satellite: req.Msg.Satellite}})
+	if err != nil {
+		return nil, err
+	}
+	if !a.s.acquireSatellite(sats[0].Id) {
+		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("satellite is at its query limit"))
+	}
+	defer a.s.releaseSatellite(sats[0].Id)
+	c := &collect{}
+	p := &part{s: a.s, satID: sats[0].Id, queryID: reqctx.NewID(), sql: schemaSQL, limits: &queryv1.QueryLimits{MaxRows: 100000}, timeout: a.s.cfg.DefaultTimeout}
+	o := p.run(ctx, c)
+	if o.result.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
+		return nil, QueryError(o.result.Error, "")
+	}
+	resp := &queryv1.GetSchemaResponse{}
+	var cur *queryv1.Table
+	for _, b := range c.batches {
+		for _, row := range colbatch.Rows(b) {
+			name, _ := row[0].(string)
+			col, _ := row[1].(string)
+			typ, _ := row[2].(string)
+			est, _ := row[3].(int64)
+			if cur == nil || cur.Name != name {
+				cur = &queryv1.Table{Name: name, ApproxRows: est}
+				resp.Tables = append(resp.Tables, cur)
+			}
+			cur.Columns = append(cur.Columns, &queryv1.Column{Name: col, Type: colbatch.DuckDBType(typ)})
+		}
+	}
+	return connect.NewResponse(resp), nil
+}

@@ -1,0 +1,155 @@
+package querybroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orbitplane/orbit/libs/reqctx"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/services/connector/connector"
+)
+
+// part is one satellite's share of a query.
+type part struct {
+	s       *Service
+	satID   string
+	queryID string
+	sql     string
+	limits  *queryv1.QueryLimits
+	timeout time.Duration
+}
+
+// handler receives a part's frames in order. Returning an error cancels the
+// part (the client went away).
+type handler interface {
+	schema(*queryv1.ResultSchema) error
+	batch(*queryv1.ColumnBatch) error
+}
+
+// outcome is how a part ended.
+type outcome struct {
+	result *queryv1.SatelliteResult
+}
+
+func failed(o queryv1.SatelliteOutcome, code queryv1.QueryErrorCode, format string, args ...any) outcome {
+	return outcome{result: &queryv1.SatelliteResult{Outcome: o, Error: &queryv1.QueryError{Code: code, Message: fmt.Sprintf(format, args...)}}}
+}
+
+func (p *part) publish(ctx context.Context, m *connectorv1.ConnectResponse, reply string) error {
+	m.Context = reqctx.ToCarrier(ctx)
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: connector.SatelliteSubjectPrefix + p.satID, Reply: reply, Data: b}
+	return p.s.nc.PublishMsg(msg)
+}
+
+// run executes the part: subscribe to the reply subject, then publish the
+// query (with the reply subject set, so a satellite no replica holds answers
+// at once with NATS "no responders"), then relay frames, checking sequence
+// numbers and granting credits as h consumes them.
+func (p *part) run(ctx context.Context, h handler) outcome {
+	start := time.Now()
+	window := p.s.cfg.Window
+	reply := connector.ReplySubjectPrefix + p.queryID
+	// Room for a full window plus the end frame and a no-responders status:
+	// with credits, NATS never has more than this in flight for us.
+	ch := make(chan *nats.Msg, window+4)
+	sub, err := p.s.nc.ChanSubscribe(reply, ch)
+	if err != nil {
+		return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "subscribe: %v", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(window+4, -1)
+
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	req := &queryv1.QueryRequest{
+		QueryId: p.queryID, Sql: p.sql, Limits: p.limits, Timeout: durationpb.New(p.timeout),
+		InitialCredits: int32(window), MaxBatchBytes: int32(p.s.cfg.MaxBatchBytes), ReplySubject: reply,
+	}
+	if err := p.publish(ctx, &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Query{Query: req}}, reply); err != nil {
+		return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "publish: %v", err)
+	}
+	cancelSatellite := func(reason string) {
+		// Best effort, outside the query's context which may have ended.
+		_ = p.publish(context.WithoutCancel(ctx), &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Cancel{Cancel: &queryv1.Cancel{QueryId: p.queryID, Reason: reason}}}, "")
+	}
+	var (
+		next     uint64 = 1
+		consumed int
+		rows     int64
+		bytes    int64
+	)
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				cancelSatellite("deadline")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT, queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE, "no complete answer within %v", p.timeout)
+			}
+			cancelSatellite("client canceled")
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "query canceled")
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s is not connected to any connector", p.satID)
+		}
+		var f queryv1.ResultFrame
+		if err := proto.Unmarshal(m.Data, &f); err != nil {
+			cancelSatellite("bad frame")
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frame: %v", err)
+		}
+		if f.QueryId != p.queryID || f.Seq != next {
+			cancelSatellite("lost frame")
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "result frame %d arrived when %d was expected: a frame was lost", f.Seq, next)
+		}
+		next++
+		p.s.m.frames.Inc()
+		p.s.m.bytes.Add(float64(len(m.Data)))
+		switch k := f.Kind.(type) {
+		case *queryv1.ResultFrame_Schema:
+			err = h.schema(k.Schema)
+		case *queryv1.ResultFrame_Batch:
+			rows += k.Batch.NumRows
+			bytes += int64(len(m.Data))
+			err = h.batch(k.Batch)
+		case *queryv1.ResultFrame_End:
+			res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
+			return outcome{result: res}
+		case *queryv1.ResultFrame_Error:
+			o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
+			switch k.Error.Code {
+			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
+				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE
+			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
+				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT
+			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
+				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED
+			}
+			return outcome{result: &queryv1.SatelliteResult{Outcome: o, Rows: rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Error: k.Error}}
+		}
+		if err != nil {
+			cancelSatellite("client gone")
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err)
+		}
+		// The frame reached the client: the satellite may send another.
+		// Credits go back in half-window lumps to keep control traffic low.
+		if consumed++; consumed >= window/2 {
+			if err := p.publish(ctx, &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Credit{Credit: &queryv1.Credit{QueryId: p.queryID, Frames: int32(consumed)}}}, ""); err != nil {
+				cancelSatellite("credit publish failed")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "credit: %v", err)
+			}
+			consumed = 0
+		}
+	}
+}

@@ -1,0 +1,195 @@
+package satellite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/orbitplane/orbit/libs/connectclient"
+	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/reqctx"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+)
+
+// linkState is one connected stream.
+type linkState struct {
+	stream *connect.BidiStreamForClient[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
+	sendMu sync.Mutex
+
+	mu    sync.Mutex
+	execs map[string]*execution
+}
+
+func (l *linkState) send(m *connectorv1.ConnectRequest) error {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	return l.stream.Send(m)
+}
+
+// errPermanent marks link failures that retrying at full speed cannot fix.
+type linkError struct {
+	code connectorv1.LinkErrorCode
+	msg  string
+}
+
+func (e *linkError) Error() string {
+	return fmt.Sprintf("connector closed the link: %s (%s)", e.msg, e.code)
+}
+
+// linkLoop dials the connector until ctx ends, with exponential backoff and
+// full jitter between attempts; a link that registered resets the backoff.
+func (a *Agent) linkLoop(ctx context.Context) {
+	hc := a.deps.HTTPClient
+	if hc == nil {
+		hc = connectclient.HTTPClient(nil)
+	}
+	opts, _ := connectclient.Options(a.deps.TracerProvider)
+	client := connectorv1connect.NewLinkServiceClient(hc, a.cfg.ConnectorURL, opts...)
+	backoff := a.cfg.BackoffMin
+	for ctx.Err() == nil {
+		registered, err := a.runLink(ctx, client)
+		if ctx.Err() != nil {
+			return
+		}
+		if registered {
+			backoff = a.cfg.BackoffMin
+		}
+		var le *linkError
+		level := obslog.Event("satellite.link_down")
+		if errors.As(err, &le) && le.code == connectorv1.LinkErrorCode_LINK_ERROR_CODE_BAD_DEPLOY_KEY {
+			a.log.Error("deploy key refused; fix --deploy-key (retrying)", level, "error", err)
+		} else {
+			a.log.Warn("link down; reconnecting", level, "error", err, "in", backoff)
+		}
+		// Full jitter: a fleet whose connector restarted does not come back
+		// in lockstep.
+		wait := time.Duration(rand.Int64N(int64(backoff)) + 1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, a.cfg.BackoffMax)
+	}
+}
+
+// runLink holds one link until it fails; registered says whether it got as
+// far as Registered.
+func (a *Agent) runLink(ctx context.Context, client connectorv1connect.LinkServiceClient) (registered bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream := client.Connect(ctx)
+	// Receive does not watch ctx while the request body is open.
+	stop := context.AfterFunc(ctx, func() {
+		_ = stream.CloseRequest()
+		_ = stream.CloseResponse()
+	})
+	defer stop()
+	l := &linkState{stream: stream, execs: map[string]*execution{}}
+	defer func() {
+		l.mu.Lock()
+		for _, e := range l.execs {
+			e.cancel()
+		}
+		l.mu.Unlock()
+		_ = stream.CloseRequest()
+		_ = stream.CloseResponse()
+	}()
+	rctx, _ := reqctx.EnsureRequestID(ctx)
+	if err := l.send(&connectorv1.ConnectRequest{Context: reqctx.ToCarrier(rctx), Frame: &connectorv1.ConnectRequest_Register{Register: &connectorv1.Register{
+		DeployKey: a.cfg.DeployKey, Identity: a.identity, Name: a.cfg.Name, Labels: a.cfg.Labels, Version: Version, Address: a.cfg.Address,
+	}}}); err != nil {
+		return false, err
+	}
+	first, err := stream.Receive()
+	if err != nil {
+		return false, err
+	}
+	if le := first.GetError(); le != nil {
+		return false, &linkError{code: le.Code, msg: le.Message}
+	}
+	reg := first.GetRegistered()
+	if reg == nil {
+		return false, errors.New("connector did not answer Register")
+	}
+	a.saveState(State{SatelliteID: reg.SatelliteId, TenantID: reg.TenantId, ConnectorID: reg.ConnectorId})
+	a.mu.Lock()
+	a.link = l
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.link == l {
+			a.link = nil
+		}
+		a.mu.Unlock()
+	}()
+	a.log.Info("linked", obslog.Event("satellite.linked"), "satellite", reg.SatelliteId, "tenant", reg.TenantId, "connector_id", reg.ConnectorId)
+	interval := a.cfg.HeartbeatInterval
+	if reg.HeartbeatIntervalMs > 0 {
+		interval = time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
+	}
+	go a.heartbeats(ctx, l, interval, cancel)
+
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			return true, err
+		}
+		switch f := m.Frame.(type) {
+		case *connectorv1.ConnectResponse_Query:
+			qctx := reqctx.FromCarrier(ctx, m.Context)
+			a.startQuery(qctx, l, f.Query, reg.SatelliteId)
+		case *connectorv1.ConnectResponse_Credit:
+			l.mu.Lock()
+			e := l.execs[f.Credit.QueryId]
+			l.mu.Unlock()
+			if e != nil {
+				e.grant(int(f.Credit.Frames))
+			}
+		case *connectorv1.ConnectResponse_Cancel:
+			l.mu.Lock()
+			e := l.execs[f.Cancel.QueryId]
+			l.mu.Unlock()
+			if e != nil {
+				a.log.InfoContext(reqctx.FromCarrier(ctx, m.Context), "query canceled by the cloud", obslog.Event("satellite.query_canceled"), "query_id", f.Cancel.QueryId, "reason", f.Cancel.Reason)
+				e.cancel()
+			}
+		case *connectorv1.ConnectResponse_Error:
+			return true, &linkError{code: f.Error.Code, msg: f.Error.Message}
+		}
+	}
+}
+
+func (a *Agent) heartbeats(ctx context.Context, l *linkState, every time.Duration, fail context.CancelFunc) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		st := a.store.Stats()
+		hb := &connectorv1.Heartbeat{
+			Health: connectorv1.Health_HEALTH_OK, Address: a.cfg.Address, Version: Version, SentAt: timestamppb.Now(),
+			Store: &connectorv1.StoreStats{Rows: st.Rows, Bytes: st.Bytes},
+		}
+		if !st.Oldest.IsZero() {
+			hb.Store.Oldest, hb.Store.Newest = timestamppb.New(st.Oldest), timestamppb.New(st.Newest)
+		}
+		if a.cfg.Store.MaxBytes > 0 && st.Bytes > a.cfg.Store.MaxBytes {
+			hb.Health, hb.Detail = connectorv1.Health_HEALTH_DEGRADED, "store is over its size bound; retention is catching up"
+		}
+		if err := l.send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Heartbeat{Heartbeat: hb}}); err != nil {
+			fail()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,295 @@
+// Package e2e runs the query path end to end in one process with the real
+// parts: embedded NATS (JetStream) and etcd servers, the registry, connector
+// replicas, the broker, the gateway and DuckDB-backed satellites.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/orbitplane/orbit/libs/apikey"
+	"github.com/orbitplane/orbit/libs/connectclient"
+	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/testing/testetcd"
+	"github.com/orbitplane/orbit/libs/testing/testnats"
+	"github.com/orbitplane/orbit/libs/testing/testwait"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+	"github.com/orbitplane/orbit/services/connector/connector"
+	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/querybroker/querybroker"
+	"github.com/orbitplane/orbit/services/registry/registry"
+	"github.com/orbitplane/orbit/services/satellite/satellite"
+)
+
+// logBuf collects every service's JSON log lines for assertions.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// stop ends the service and waits for Run to return (once; later calls
+// return the same result).
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case r.err = <-r.done:
+		case <-time.After(30 * time.Second):
+			r.err = fmt.Errorf("service did not stop in 30s")
+		}
+	})
+	if r.err != nil {
+		t.Errorf("stop: %v", r.err)
+	}
+}
+
+func run(t *testing.T, listen func() error, runFn func(context.Context) error) *running {
+	t.Helper()
+	if err := listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- runFn(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+type system struct {
+	t          *testing.T
+	logs       *logBuf
+	ns         *server.Server
+	nc         *nats.Conn
+	etcd       *clientv3.Client
+	registry   *registry.Service
+	connectors []*connector.Service
+	connRun    []*running
+	broker     *querybroker.Service
+	gateway    *gateway.Service
+	tenants    map[string]contextstore.Bootstrap
+	client     *http.Client
+	hbInterval time.Duration
+}
+
+type options struct {
+	connectors int
+	hbInterval time.Duration
+	brokerCfg  querybroker.Config
+	gatewayCfg gateway.Config
+}
+
+func logger(l *logBuf, service string) *slog.Logger {
+	return obslog.New(l, obslog.Options{Service: service, Level: slog.LevelInfo})
+}
+
+func newSystem(t *testing.T, o options) *system {
+	t.Helper()
+	if o.connectors == 0 {
+		o.connectors = 1
+	}
+	if o.hbInterval == 0 {
+		o.hbInterval = 200 * time.Millisecond
+	}
+	s := &system{t: t, logs: &logBuf{}, tenants: map[string]contextstore.Bootstrap{}, client: connectclient.HTTPClient(nil), hbInterval: o.hbInterval}
+	s.ns = testnats.Start(t)
+	s.nc = testnats.Connect(t, s.ns)
+	_, s.etcd = testetcd.Start(t)
+	for _, tenant := range []string{"tenant-a", "tenant-b"} {
+		b := contextstore.Bootstrap{TenantID: tenant, APIKey: apikey.Generate(apikey.KindAPI), DeployKey: apikey.Generate(apikey.KindDeploy)}
+		if err := contextstore.WriteBootstrap(context.Background(), s.etcd, b, tenant); err != nil {
+			t.Fatal(err)
+		}
+		s.tenants[tenant] = b
+	}
+	reg, err := registry.New(registry.Config{HeartbeatInterval: o.hbInterval}, registry.Deps{Logger: logger(s.logs, "registry"), NATS: s.nc, Etcd: s.etcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, reg.Listen, reg.Run)
+	s.registry = reg
+	for i := range o.connectors {
+		s.startConnector(fmt.Sprintf("connector-%d", i))
+	}
+	bcfg := o.brokerCfg
+	bcfg.RegistryURL = reg.URL()
+	br, err := querybroker.New(bcfg, querybroker.Deps{Logger: logger(s.logs, "querybroker"), NATS: s.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, br.Listen, br.Run)
+	s.broker = br
+	gcfg := o.gatewayCfg
+	gcfg.BrokerURL, gcfg.RegistryURL = br.URL(), reg.URL()
+	gw, err := gateway.New(gcfg, gateway.Deps{Logger: logger(s.logs, "gateway"), Etcd: s.etcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, gw.Listen, gw.Run)
+	s.gateway = gw
+	return s
+}
+
+func (s *system) startConnector(id string) *connector.Service {
+	s.t.Helper()
+	nc := testnats.Connect(s.t, s.ns)
+	c, err := connector.New(connector.Config{ID: id, RegistryURL: s.registry.URL(), HeartbeatInterval: s.hbInterval, HeartbeatFlush: 50 * time.Millisecond},
+		connector.Deps{Logger: logger(s.logs, "connector"), NATS: nc, Etcd: s.etcd})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.connRun = append(s.connRun, run(s.t, c.Listen, c.Run))
+	s.connectors = append(s.connectors, c)
+	return c
+}
+
+type sat struct {
+	agent *satellite.Agent
+	run   *running
+	dir   string
+}
+
+type satOptions struct {
+	tenant    string
+	name      string
+	labels    map[string]string
+	connector int
+	dir       string
+	cfg       func(*satellite.Config)
+}
+
+func (s *system) startSatellite(o satOptions) *sat {
+	s.t.Helper()
+	if o.tenant == "" {
+		o.tenant = "tenant-a"
+	}
+	if o.dir == "" {
+		o.dir = filepath.Join(s.t.TempDir(), o.name)
+	}
+	cfg := satellite.Config{
+		DataDir: o.dir, ConnectorURL: s.connectors[o.connector].URL(), DeployKey: s.tenants[o.tenant].DeployKey,
+		Name: o.name, Labels: o.labels, HeartbeatInterval: s.hbInterval, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+	}
+	cfg.Ingest.HostMetricsEvery = -1
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	a, err := satellite.New(context.Background(), cfg, satellite.Deps{Logger: logger(s.logs, "satellite")})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	r := run(s.t, a.Listen, a.Run)
+	testwait.For(s.t, o.name+" registered", 10*time.Second, func() bool { return a.State().SatelliteID != "" })
+	return &sat{agent: a, run: r, dir: o.dir}
+}
+
+func (s *system) query(tenant string) queryv1connect.QueryServiceClient {
+	opts, _ := connectclient.Options(nil)
+	return queryv1connect.NewQueryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(bearer(s.tenants[tenant].APIKey)))...)
+}
+
+func (s *system) satellites(tenant string) registryv1connect.RegistryServiceClient {
+	opts, _ := connectclient.Options(nil)
+	return registryv1connect.NewRegistryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(bearer(s.tenants[tenant].APIKey)))...)
+}
+
+func (s *system) status(tenant, id string) registryv1.SatelliteStatus {
+	resp, err := s.satellites(tenant).GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: id}))
+	if err != nil {
+		return registryv1.SatelliteStatus_SATELLITE_STATUS_UNSPECIFIED
+	}
+	return resp.Msg.Satellite.Status
+}
+
+type bearerInterceptor string
+
+func bearer(key string) connect.Interceptor { return bearerInterceptor(key) }
+
+func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// result is a whole query answer as a client sees it.
+type result struct {
+	schemas map[string]*queryv1.ResultSchema
+	rows    map[string]int64
+	batches int
+	done    map[string]*queryv1.SatelliteResult
+	summary *queryv1.QuerySummary
+	values  map[string][]*queryv1.ColumnBatch
+}
+
+func collect(stream *connect.ServerStreamForClient[queryv1.ExecuteQueryResponse], keep bool, each func()) (*result, error) {
+	r := &result{schemas: map[string]*queryv1.ResultSchema{}, rows: map[string]int64{}, done: map[string]*queryv1.SatelliteResult{}, values: map[string][]*queryv1.ColumnBatch{}}
+	for stream.Receive() {
+		m := stream.Msg()
+		switch k := m.Kind.(type) {
+		case *queryv1.ExecuteQueryResponse_Schema:
+			r.schemas[m.SatelliteId] = k.Schema
+		case *queryv1.ExecuteQueryResponse_Batch:
+			r.rows[m.SatelliteId] += k.Batch.NumRows
+			r.batches++
+			if keep {
+				r.values[m.SatelliteId] = append(r.values[m.SatelliteId], k.Batch)
+			}
+		case *queryv1.ExecuteQueryResponse_SatelliteDone:
+			r.done[m.SatelliteId] = k.SatelliteDone
+		case *queryv1.ExecuteQueryResponse_Summary:
+			r.summary = k.Summary
+		}
+		if each != nil {
+			each()
+		}
+	}
+	return r, stream.Err()
+}
