@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -18,14 +19,18 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orbitplane/orbit/libs/apikey"
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/otelsetup"
 	"github.com/orbitplane/orbit/libs/testing/testetcd"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
 	"github.com/orbitplane/orbit/libs/testing/testwait"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
@@ -118,6 +123,16 @@ func logger(l *logBuf, service string) *slog.Logger {
 	return obslog.New(l, obslog.Options{Service: service, Level: slog.LevelInfo})
 }
 
+// tracer is a real SDK provider (no exporter), as every binary has.
+func tracer(t *testing.T, service string) trace.TracerProvider {
+	tp, err := otelsetup.Setup(context.Background(), otelsetup.Config{Service: service})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp
+}
+
 func newSystem(t *testing.T, o options) *system {
 	t.Helper()
 	if o.connectors == 0 {
@@ -127,6 +142,11 @@ func newSystem(t *testing.T, o options) *system {
 		o.hbInterval = 200 * time.Millisecond
 	}
 	s := &system{t: t, logs: &logBuf{}, tenants: map[string]contextstore.Bootstrap{}, client: connectclient.HTTPClient(nil), hbInterval: o.hbInterval}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service logs:\n%s", s.logs.String())
+		}
+	})
 	s.ns = testnats.Start(t)
 	s.nc = testnats.Connect(t, s.ns)
 	_, s.etcd = testetcd.Start(t)
@@ -137,7 +157,7 @@ func newSystem(t *testing.T, o options) *system {
 		}
 		s.tenants[tenant] = b
 	}
-	reg, err := registry.New(registry.Config{HeartbeatInterval: o.hbInterval}, registry.Deps{Logger: logger(s.logs, "registry"), NATS: s.nc, Etcd: s.etcd})
+	reg, err := registry.New(registry.Config{HeartbeatInterval: o.hbInterval}, registry.Deps{Logger: logger(s.logs, "registry"), TracerProvider: tracer(t, "registry"), NATS: s.nc, Etcd: s.etcd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +168,7 @@ func newSystem(t *testing.T, o options) *system {
 	}
 	bcfg := o.brokerCfg
 	bcfg.RegistryURL = reg.URL()
-	br, err := querybroker.New(bcfg, querybroker.Deps{Logger: logger(s.logs, "querybroker"), NATS: s.nc})
+	br, err := querybroker.New(bcfg, querybroker.Deps{Logger: logger(s.logs, "querybroker"), TracerProvider: tracer(t, "querybroker"), NATS: s.nc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +176,7 @@ func newSystem(t *testing.T, o options) *system {
 	s.broker = br
 	gcfg := o.gatewayCfg
 	gcfg.BrokerURL, gcfg.RegistryURL = br.URL(), reg.URL()
-	gw, err := gateway.New(gcfg, gateway.Deps{Logger: logger(s.logs, "gateway"), Etcd: s.etcd})
+	gw, err := gateway.New(gcfg, gateway.Deps{Logger: logger(s.logs, "gateway"), TracerProvider: tracer(t, "gateway"), Etcd: s.etcd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,17 +185,83 @@ func newSystem(t *testing.T, o options) *system {
 	return s
 }
 
-func (s *system) startConnector(id string) *connector.Service {
+func (s *system) newConnector(id, addr string) (*connector.Service, *running) {
 	s.t.Helper()
 	nc := testnats.Connect(s.t, s.ns)
-	c, err := connector.New(connector.Config{ID: id, RegistryURL: s.registry.URL(), HeartbeatInterval: s.hbInterval, HeartbeatFlush: 50 * time.Millisecond},
-		connector.Deps{Logger: logger(s.logs, "connector"), NATS: nc, Etcd: s.etcd})
+	cfg := connector.Config{ID: id, RegistryURL: s.registry.URL(), HeartbeatInterval: s.hbInterval, HeartbeatFlush: 50 * time.Millisecond}
+	cfg.Server.Addr = addr
+	c, err := connector.New(cfg, connector.Deps{Logger: logger(s.logs, "connector"), TracerProvider: tracer(s.t, "connector"), NATS: nc, Etcd: s.etcd})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.connRun = append(s.connRun, run(s.t, c.Listen, c.Run))
+	return c, run(s.t, c.Listen, c.Run)
+}
+
+func (s *system) startConnector(id string) {
+	c, r := s.newConnector(id, "")
 	s.connectors = append(s.connectors, c)
-	return c
+	s.connRun = append(s.connRun, r)
+}
+
+// restartConnector starts replica i again on its old address (after stop).
+func (s *system) restartConnector(i int) {
+	u, err := url.Parse(s.connectors[i].URL())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.connectors[i], s.connRun[i] = s.newConnector(s.connectors[i].ID(), u.Host)
+}
+
+// rawLinkConn is a hand-driven satellite link (no agent behind it).
+type rawLinkConn struct {
+	stream *connect.BidiStreamForClient[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
+	errs   chan *connectorv1.LinkError
+}
+
+// rawLink registers identity on connector i and then stays silent.
+func (s *system) rawLink(i int, identity string) *rawLinkConn {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.t.Cleanup(cancel)
+	client := connectorv1connect.NewLinkServiceClient(s.client, s.connectors[i].URL())
+	stream := client.Connect(ctx)
+	context.AfterFunc(ctx, func() { _ = stream.CloseRequest(); _ = stream.CloseResponse() })
+	if err := stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Register{Register: &connectorv1.Register{
+		DeployKey: s.tenants["tenant-a"].DeployKey, Identity: identity, Name: "stale"}}}); err != nil {
+		s.t.Fatal(err)
+	}
+	m, err := stream.Receive()
+	if err != nil || m.GetRegistered() == nil {
+		s.t.Fatalf("raw link: %v %v", m, err)
+	}
+	r := &rawLinkConn{stream: stream, errs: make(chan *connectorv1.LinkError, 1)}
+	go func() {
+		for {
+			m, err := stream.Receive()
+			if err != nil {
+				close(r.errs)
+				return
+			}
+			if le := m.GetError(); le != nil {
+				r.errs <- le
+			}
+		}
+	}()
+	return r
+}
+
+func (r *rawLinkConn) waitError(t *testing.T) *connectorv1.LinkError {
+	t.Helper()
+	select {
+	case le, ok := <-r.errs:
+		if !ok {
+			t.Fatal("link closed without a LinkError")
+		}
+		return le
+	case <-time.After(5 * time.Second):
+		t.Fatal("stale link was not closed")
+	}
+	return nil
 }
 
 type sat struct {
@@ -209,7 +295,7 @@ func (s *system) startSatellite(o satOptions) *sat {
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
-	a, err := satellite.New(context.Background(), cfg, satellite.Deps{Logger: logger(s.logs, "satellite")})
+	a, err := satellite.New(context.Background(), cfg, satellite.Deps{Logger: logger(s.logs, "satellite"), TracerProvider: tracer(s.t, "satellite")})
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -63,6 +63,8 @@ func devFlags(fs *flag.FlagSet) (*dev.Config, *string) {
 	fs.IntVar(&cfg.EtcdPort, "etcd-port", dev.DefaultEtcdPort, "etcd client port (0 = any free port)")
 	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", dev.DefaultEtcdPeerPort, "etcd peer port (0 = any free port)")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", dev.DefaultReadyTimeout, "how long each service may take to become healthy")
+	fs.IntVar(&cfg.GatewayPort, "gateway-port", dev.DefaultGatewayPort, "gateway (public API) port (0 = any free port)")
+	fs.IntVar(&cfg.Satellites, "satellites", dev.DefaultSatellites, "demo satellites to run")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	return cfg, level
 }
@@ -91,10 +93,13 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		cfg.DataDir = filepath.Join(ws, cfg.DataDir)
 	}
 	cfg.Logger = obslog.New(stderr, obslog.Options{Service: "orbit-dev", Level: lvl})
+	cfg.ServiceLogger = func(service string) *slog.Logger {
+		return obslog.New(stderr, obslog.Options{Service: service, Region: "local", Level: lvl})
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	st, err := dev.Start(ctx, *cfg, dev.Components())
+	st, err := dev.Start(ctx, *cfg, dev.Components(cfg.Satellites))
 	if err != nil {
 		return err
 	}
@@ -106,6 +111,8 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  %-9s %s\n", name+":", url)
 	}
 	fmt.Fprintf(stdout, "  dev.json: %s\n", filepath.Join(info.DataDir, dev.InfoFile))
+	fmt.Fprintf(stdout, "\nTry it:\n  export ORBIT_ENDPOINT=%s ORBIT_API_KEY=%s\n  orbitctl satellites list\n  orbitctl query --selector env=demo \"SELECT service, count(*) FROM logs GROUP BY 1\"\n",
+		info.GatewayURL, info.APIKey)
 	<-ctx.Done()
 	stop() // a second Ctrl-C now ends the process at once
 	fmt.Fprintln(stdout, "stopping... (Ctrl-C again to force)")

@@ -217,6 +217,14 @@ func (s *Service) Listen() error {
 // URL is where satellites connect.
 func (s *Service) URL() string { return s.srv.URL() }
 
+// HasLink reports whether this replica holds a live link for the satellite.
+func (s *Service) HasLink(satelliteID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.links[satelliteID]
+	return ok
+}
+
 // ID is this replica's ID.
 func (s *Service) ID() string { return s.cfg.ID }
 

@@ -76,10 +76,17 @@ func (l *link) close(reason, message string) {
 	case "shutdown":
 		code = connectorv1.LinkErrorCode_LINK_ERROR_CODE_SHUTTING_DOWN
 	}
+	sent := make(chan struct{})
 	go func() {
-		// The stream may be stuck; never let that block the closer.
+		defer close(sent)
 		_ = l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Error{Error: &connectorv1.LinkError{Code: code, Message: message}}})
 	}()
+	// Tell the satellite why before the stream ends, but never let a stuck
+	// stream block the closer for long.
+	select {
+	case <-sent:
+	case <-time.After(time.Second):
+	}
 	l.cancel()
 }
 

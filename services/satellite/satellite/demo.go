@@ -14,6 +14,9 @@ import (
 	"github.com/orbitplane/orbit/services/satellite/internal/store"
 )
 
+// DefaultDemoBackfill is the history --demo generates at first start.
+const DefaultDemoBackfill = 15 * time.Minute
+
 // DemoConfig drives --demo: realistic traffic of a few services (request
 // spans with children, logs with trace IDs, metrics), so a fresh system has
 // something to query.
@@ -30,7 +33,7 @@ type DemoConfig struct {
 func (d *DemoConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&d.Enabled, "demo", false, "generate demo telemetry (request spans, logs, metrics of a few services)")
 	fs.IntVar(&d.Rate, "demo-rate", 20, "demo requests per second")
-	fs.DurationVar(&d.Backfill, "demo-backfill", 15*time.Minute, "demo history generated at start")
+	fs.DurationVar(&d.Backfill, "demo-backfill", DefaultDemoBackfill, "demo history generated at start")
 }
 
 type demoService struct {

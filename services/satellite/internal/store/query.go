@@ -134,26 +134,11 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 		if !ok {
 			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
-		ds, err := c.PrepareContext(ctx, text)
+		stmt, err := prepare(ctx, c, text, lim.MaxRows)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
+			return err
 		}
-		defer ds.Close()
-		stmt := ds.(*duckdb.Stmt)
-		typ, err := stmt.StatementType()
-		if err != nil {
-			return errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
-		}
-		if typ != duckdb.STATEMENT_TYPE_SELECT && typ != duckdb.STATEMENT_TYPE_EXPLAIN {
-			return errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
-				"only SELECT queries are allowed (got a %s statement): satellites are read-only to queries", stmtTypeName(typ))
-		}
-		if stmt.NumInput() > 0 {
-			return errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "query has %d parameters; parameters are not supported", stmt.NumInput())
-		}
+		defer stmt.Close()
 		rows, err := stmt.QueryContext(ctx, nil)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -172,6 +157,45 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 		return res, AsError(err)
 	}
 	return res, nil
+}
+
+// prepare returns the statement to run. duckdb-go (v2.10506) materialises a
+// result before the first row can be read, so a SELECT runs wrapped in a
+// LIMIT of one row over the row limit: DuckDB never builds more than that.
+// Anything the wrapper cannot hold is prepared as written and must be a
+// SELECT or EXPLAIN.
+func prepare(ctx context.Context, c *duckdb.Conn, text string, maxRows int64) (*duckdb.Stmt, error) {
+	wrapped := fmt.Sprintf("SELECT * FROM (\n%s\n) LIMIT %d", text, maxRows+1)
+	if ds, err := c.PrepareContext(ctx, wrapped); err == nil {
+		stmt := ds.(*duckdb.Stmt)
+		if typ, err := stmt.StatementType(); err == nil && typ == duckdb.STATEMENT_TYPE_SELECT && stmt.NumInput() == 0 {
+			return stmt, nil
+		}
+		stmt.Close()
+	}
+	ds, err := c.PrepareContext(ctx, text)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
+	}
+	stmt := ds.(*duckdb.Stmt)
+	typ, err := stmt.StatementType()
+	if err != nil {
+		stmt.Close()
+		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
+	}
+	if typ != duckdb.STATEMENT_TYPE_SELECT && typ != duckdb.STATEMENT_TYPE_EXPLAIN {
+		stmt.Close()
+		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
+			"only SELECT queries are allowed (got a %s statement): satellites are read-only to queries", stmtTypeName(typ))
+	}
+	if stmt.NumInput() > 0 {
+		stmt.Close()
+		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "query has %d parameters; parameters are not supported", stmt.NumInput())
+	}
+	return stmt, nil
 }
 
 func stream(ctx context.Context, rows driver.Rows, lim Limits, sink Sink) (Result, error) {

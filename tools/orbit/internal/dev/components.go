@@ -1,7 +1,129 @@
 package dev
 
-// Components are the services `orbit dev` runs, in start order. Each service
-// adds itself here when it lands (docs/development.md, "Adding a service").
-func Components() []Component {
-	return nil
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orbitplane/orbit/libs/etcdkv"
+	"github.com/orbitplane/orbit/libs/natsbus"
+	"github.com/orbitplane/orbit/libs/otelsetup"
+	"github.com/orbitplane/orbit/libs/svcmain"
+	"github.com/orbitplane/orbit/services/connector/connector"
+	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/querybroker/querybroker"
+	"github.com/orbitplane/orbit/services/registry/registry"
+	"github.com/orbitplane/orbit/services/satellite/satellite"
+)
+
+// Components are the services `orbit dev` runs, in start order: the
+// registry, a connector, the broker, the gateway, then the demo satellites.
+func Components(satellites int) []Component {
+	cs := []Component{
+		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return registry.New(registry.Config{Region: "local"}, registry.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
+		}),
+		service("connector", connector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return connector.New(connector.Config{ID: "dev-connector", RegistryURL: env.Services["registry"]},
+				connector.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
+		}),
+		service("querybroker", querybroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return querybroker.New(querybroker.Config{RegistryURL: env.Services["registry"]},
+				querybroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		}),
+		service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], Region: "local"}
+			cfg.Server.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(env.Config.GatewayPort))
+			cfg.Server.CORSOrigins = []string{"*"}
+			return gateway.New(cfg, gateway.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
+		}),
+	}
+	sites := []string{"berlin", "tokyo", "ohio", "sydney", "lagos"}
+	for i := range satellites {
+		name := fmt.Sprintf("demo-%d", i+1)
+		cs = append(cs, service(name, satellite.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			cfg := satellite.Config{
+				DataDir: filepath.Join(env.DataDir, "data"), ConnectorURL: env.Services["connector"], DeployKey: env.Bootstrap.DeployKey,
+				Name: name, Labels: satellite.Labels{"env": "demo", "site": sites[i%len(sites)]},
+				Demo: satellite.DemoConfig{Enabled: true, Rate: 20, Backfill: satellite.DefaultDemoBackfill},
+			}
+			cfg.Ingest.HostMetricsEvery = satellite.DefaultHostMetricsEvery
+			return satellite.New(ctx, cfg, satellite.Deps{Logger: d.log, TracerProvider: d.tp})
+		}))
+	}
+	return cs
+}
+
+type svcLib interface {
+	Listen() error
+	URL() string
+	Run(ctx context.Context) error
+}
+
+type deps struct {
+	log  *slog.Logger
+	tp   trace.TracerProvider
+	nc   *nats.Conn
+	etcd *clientv3.Client
+}
+
+// service adapts a service library (New, Listen, URL, Run) to a Component:
+// it gives the service its own logger, tracer, NATS connection and etcd
+// client, and closes them when the service stops.
+func service(name string, needs svcmain.Needs, build func(context.Context, Env, deps) (svcLib, error)) Component {
+	return Component{Name: name, Start: func(ctx context.Context, env Env) (Running, error) {
+		d := deps{log: env.ServiceLogger(name)}
+		var closers []func()
+		closeAll := func() {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+		tp, err := otelsetup.Setup(ctx, otelsetup.Config{Service: name})
+		if err != nil {
+			return Running{}, err
+		}
+		closers = append(closers, func() { _ = tp.Shutdown(context.Background()) })
+		d.tp = tp
+		if needs.NATS {
+			nc, err := natsbus.Connect(ctx, natsbus.Config{URL: env.NATSURL, Name: name}, d.log)
+			if err != nil {
+				closeAll()
+				return Running{}, err
+			}
+			closers = append(closers, nc.Close)
+			d.nc = nc
+		}
+		if needs.Etcd {
+			cli, err := etcdkv.Connect(ctx, etcdkv.Config{Endpoints: env.EtcdEndpoints})
+			if err != nil {
+				closeAll()
+				return Running{}, err
+			}
+			closers = append(closers, func() { _ = cli.Close() })
+			d.etcd = cli
+		}
+		svc, err := build(ctx, env, d)
+		if err == nil {
+			err = svc.Listen()
+		}
+		if err != nil {
+			closeAll()
+			return Running{}, err
+		}
+		done := make(chan error, 1)
+		go func() {
+			err := svc.Run(ctx)
+			closeAll()
+			done <- err
+		}()
+		return Running{URL: svc.URL(), Done: done}, nil
+	}}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/embedetcd"
 	"github.com/orbitplane/orbit/libs/embednats"
 )
@@ -31,6 +33,8 @@ const (
 	DefaultEtcdPort     = 2379
 	DefaultEtcdPeerPort = 2380
 	DefaultReadyTimeout = 60 * time.Second
+	DefaultGatewayPort  = 8080
+	DefaultSatellites   = 3
 	// InfoFile is written into the data directory once everything is healthy.
 	InfoFile = "dev.json"
 )
@@ -44,6 +48,13 @@ type Config struct {
 	// ReadyTimeout bounds the wait for each component to become healthy.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
+	// ServiceLogger makes each service's own logger; default: Logger with a
+	// component attribute.
+	ServiceLogger func(service string) *slog.Logger
+	// GatewayPort is the gateway's port (0 = any free one).
+	GatewayPort int
+	// Satellites is how many demo satellites to run.
+	Satellites int
 }
 
 // Env is what a component gets to start with.
@@ -53,6 +64,14 @@ type Env struct {
 	// DataDir is the component's own directory under the stack's data dir.
 	DataDir string
 	Logger  *slog.Logger
+	// ServiceLogger makes a service's own logger.
+	ServiceLogger func(service string) *slog.Logger
+	// Services are the URLs of the components started before this one.
+	Services map[string]string
+	// Bootstrap is the dev tenant with its API key and deploy key.
+	Bootstrap contextstore.Bootstrap
+	// Config is the stack's configuration.
+	Config Config
 }
 
 // Running is a started component.
@@ -77,7 +96,14 @@ type Info struct {
 	NATSURL       string            `json:"nats_url"`
 	EtcdEndpoints []string          `json:"etcd_endpoints"`
 	Services      map[string]string `json:"services"`
-	PID           int               `json:"pid"`
+	// GatewayURL is where orbitctl, browsers and programs connect.
+	GatewayURL string `json:"gateway_url,omitempty"`
+	// TenantID, APIKey and DeployKey are the bootstrap tenant's (kept in
+	// bootstrap.json, so restarts keep them).
+	TenantID  string `json:"tenant_id,omitempty"`
+	APIKey    string `json:"api_key,omitempty"`
+	DeployKey string `json:"deploy_key,omitempty"`
+	PID       int    `json:"pid"`
 	StartedAt     time.Time         `json:"started_at"`
 }
 
@@ -94,7 +120,8 @@ type Stack struct {
 }
 
 type namedRunning struct {
-	name string
+	name   string
+	cancel context.CancelFunc
 	Running
 }
 
@@ -148,6 +175,16 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 	s.info.EtcdEndpoints = []string{s.etcd.Endpoint}
 	log.Info("etcd ready", "event", "dev.etcd_ready", "endpoint", s.etcd.Endpoint)
 
+	boot, err := bootstrap(ctx, dir, s.etcd.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	s.info.TenantID, s.info.APIKey, s.info.DeployKey = boot.TenantID, boot.APIKey, boot.DeployKey
+
+	svcLog := cfg.ServiceLogger
+	if svcLog == nil {
+		svcLog = func(name string) *slog.Logger { return log.With("component", name) }
+	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	for _, c := range components {
@@ -155,11 +192,16 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		if err := os.MkdirAll(cdir, 0o755); err != nil {
 			return nil, fmt.Errorf("dev: %s: %w", c.Name, err)
 		}
-		r, err := c.Start(cctx, Env{NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints, DataDir: cdir, Logger: log.With("component", c.Name)})
+		ccctx, ccancel := context.WithCancel(cctx)
+		r, err := c.Start(ccctx, Env{
+			NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints, DataDir: cdir, Logger: log.With("component", c.Name),
+			ServiceLogger: svcLog, Services: maps.Clone(s.info.Services), Bootstrap: boot, Config: cfg,
+		})
 		if err != nil {
+			ccancel()
 			return nil, fmt.Errorf("dev: start %s: %w", c.Name, err)
 		}
-		s.running = append(s.running, namedRunning{c.Name, r})
+		s.running = append(s.running, namedRunning{c.Name, ccancel, r})
 		if r.URL != "" {
 			if err := waitHealthy(ctx, r.URL, cfg.ReadyTimeout); err != nil {
 				return nil, fmt.Errorf("dev: %s at %s: %w", c.Name, r.URL, err)
@@ -168,6 +210,7 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		}
 		log.Info("component ready", "event", "dev.component_ready", "name", c.Name, "url", r.URL)
 	}
+	s.info.GatewayURL = s.info.Services["gateway"]
 	if err := writeInfo(filepath.Join(dir, InfoFile), s.info); err != nil {
 		return nil, err
 	}
@@ -182,17 +225,20 @@ func (s *Stack) Info() Info { return s.info }
 func (s *Stack) Stop() error {
 	s.once.Do(func() {
 		var errs []error
-		if s.cancel != nil {
-			s.cancel()
-		}
+		// Reverse start order, one at a time: satellites first, the registry
+		// last, so every service can still reach what it depends on.
 		for i := len(s.running) - 1; i >= 0; i-- {
 			r := s.running[i]
+			r.cancel()
 			if r.Done == nil {
 				continue
 			}
 			if err := <-r.Done; err != nil && !errors.Is(err, context.Canceled) {
 				errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
 			}
+		}
+		if s.cancel != nil {
+			s.cancel()
 		}
 		if s.etcd != nil {
 			s.etcd.Close()

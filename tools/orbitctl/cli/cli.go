@@ -1,0 +1,273 @@
+// Package cli is orbitctl: the command line for Orbit's public API (the
+// gateway). main is a thin wrapper so tests can run commands in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/orbitplane/orbit/libs/connectclient"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+)
+
+const usage = `orbitctl: query satellites through Orbit's gateway.
+
+Usage:
+  orbitctl [global flags] <command> [flags] [args]
+
+Commands:
+  satellites list        list your satellites (filter with --selector, --status)
+  satellites get ID|NAME show one satellite
+  query SQL              run read-only SQL on one satellite (--satellite) or many (--selector)
+  whoami                 show the tenant your API key belongs to
+
+Global flags (before the command):
+  --endpoint URL   gateway URL (default $ORBIT_ENDPOINT, else http://127.0.0.1:8080)
+  --api-key KEY    API key (default $ORBIT_API_KEY)
+
+Examples:
+  export ORBIT_ENDPOINT=http://127.0.0.1:8080 ORBIT_API_KEY=ok_...
+  orbitctl satellites list -o table
+  orbitctl query --satellite demo-1 "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY n DESC"
+  orbitctl query --selector env=demo -o csv "SELECT * FROM spans WHERE status = 'ERROR' LIMIT 100"
+  orbitctl query --selector "" "SELECT count(*) FROM metrics"      # every satellite
+`
+
+// Env is what a command reads from its environment.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// HTTPClient talks to the gateway; default h2c / TLS.
+	HTTPClient *http.Client
+	// Progress forces (true) or suppresses (false) progress lines; nil =
+	// when stderr is a terminal.
+	Progress *bool
+}
+
+// Run executes one orbitctl command line. Errors are returned, not printed.
+func Run(ctx context.Context, args []string, env Env) error {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	fs := flag.NewFlagSet("orbitctl", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() { fmt.Fprint(env.Stderr, usage) }
+	endpoint := fs.String("endpoint", firstNonEmpty(env.Getenv("ORBIT_ENDPOINT"), "http://127.0.0.1:8080"), "gateway URL")
+	apiKey := fs.String("api-key", env.Getenv("ORBIT_API_KEY"), "API key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(env.Stderr, usage)
+		return errors.New("no command")
+	}
+	if *apiKey == "" && rest[0] != "help" {
+		return errors.New("no API key: pass --api-key or set ORBIT_API_KEY (orbit dev prints one)")
+	}
+	c := newClients(*endpoint, *apiKey, env.HTTPClient)
+	switch rest[0] {
+	case "satellites", "satellite", "sats":
+		if len(rest) < 2 {
+			return errors.New("satellites: want 'list' or 'get ID|NAME'")
+		}
+		switch rest[1] {
+		case "list", "ls":
+			return satellitesList(ctx, c, rest[2:], env)
+		case "get":
+			return satellitesGet(ctx, c, rest[2:], env)
+		}
+		return fmt.Errorf("satellites: unknown subcommand %q", rest[1])
+	case "query", "q":
+		return query(ctx, c, rest[1:], env)
+	case "whoami":
+		resp, err := c.gateway.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
+		if err != nil {
+			return explain(err)
+		}
+		fmt.Fprintf(env.Stdout, "tenant: %s (%s)\nregion: %s\nscopes: %s\n", resp.Msg.TenantId, resp.Msg.TenantName, resp.Msg.Region, strings.Join(resp.Msg.Scopes, ", "))
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(env.Stdout, usage)
+		return nil
+	}
+	fmt.Fprint(env.Stderr, usage)
+	return fmt.Errorf("unknown command %q", rest[0])
+}
+
+type clients struct {
+	query      queryv1connect.QueryServiceClient
+	satellites registryv1connect.RegistryServiceClient
+	gateway    gatewayv1connect.GatewayServiceClient
+}
+
+func newClients(endpoint, key string, hc *http.Client) *clients {
+	if hc == nil {
+		hc = connectclient.HTTPClient(nil)
+	}
+	endpoint = strings.TrimRight(endpoint, "/")
+	opts := []connect.ClientOption{connect.WithInterceptors(bearer(key))}
+	return &clients{
+		query:      queryv1connect.NewQueryServiceClient(hc, endpoint, opts...),
+		satellites: registryv1connect.NewRegistryServiceClient(hc, endpoint, opts...),
+		gateway:    gatewayv1connect.NewGatewayServiceClient(hc, endpoint, opts...),
+	}
+}
+
+// explain makes API errors read well on a terminal.
+func explain(err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	switch ce.Code() {
+	case connect.CodeUnauthenticated:
+		return fmt.Errorf("%s (check --api-key / ORBIT_API_KEY)", ce.Message())
+	case connect.CodeUnavailable:
+		if strings.Contains(ce.Message(), "connection refused") || strings.Contains(ce.Message(), "dial") {
+			return fmt.Errorf("cannot reach the gateway: %s (check --endpoint / ORBIT_ENDPOINT; is 'orbit dev' running?)", ce.Message())
+		}
+	}
+	return fmt.Errorf("%s: %s", ce.Code(), ce.Message())
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("selector %q: want key=value[,key=value]", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func satellitesList(ctx context.Context, c *clients, args []string, env Env) error {
+	fs := flag.NewFlagSet("satellites list", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	sel := fs.String("selector", "", "labels to match, k=v,k=v")
+	status := fs.String("status", "", "HEALTHY, DEGRADED or DISCONNECTED")
+	out := fs.String("o", "table", "output: table, json, csv")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	labels, err := parseLabels(*sel)
+	if err != nil {
+		return err
+	}
+	req := &registryv1.ListSatellitesRequest{MatchLabels: labels}
+	if *status != "" {
+		v, ok := registryv1.SatelliteStatus_value["SATELLITE_STATUS_"+strings.ToUpper(*status)]
+		if !ok {
+			return fmt.Errorf("--status %q: want HEALTHY, DEGRADED or DISCONNECTED", *status)
+		}
+		req.Statuses = []registryv1.SatelliteStatus{registryv1.SatelliteStatus(v)}
+	}
+	var sats []*registryv1.Satellite
+	for {
+		resp, err := c.satellites.ListSatellites(ctx, connect.NewRequest(req))
+		if err != nil {
+			return explain(err)
+		}
+		sats = append(sats, resp.Msg.Satellites...)
+		if req.PageToken = resp.Msg.NextPageToken; req.PageToken == "" {
+			break
+		}
+	}
+	w, err := newWriter(*out, env.Stdout, []string{"name", "id", "status", "labels", "version", "address", "last_heartbeat", "store_rows"})
+	if err != nil {
+		return err
+	}
+	for _, s := range sats {
+		if err := w.row(satelliteRow(s)); err != nil {
+			return err
+		}
+	}
+	return w.close()
+}
+
+func satelliteRow(s *registryv1.Satellite) []any {
+	var labels []string
+	for k, v := range s.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	sortStrings(labels)
+	hb := ""
+	if s.LastHeartbeat != nil {
+		hb = s.LastHeartbeat.AsTime().Format(time.RFC3339)
+	}
+	return []any{s.Name, s.Id, strings.TrimPrefix(s.Status.String(), "SATELLITE_STATUS_"), strings.Join(labels, ","), s.Version, s.Address, hb, s.StoreRows}
+}
+
+func satellitesGet(ctx context.Context, c *clients, args []string, env Env) error {
+	fs := flag.NewFlagSet("satellites get", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	out := fs.String("o", "table", "output: table, json, csv")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("satellites get: want one ID or name")
+	}
+	resp, err := c.satellites.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: fs.Arg(0)}))
+	if err != nil {
+		return explain(err)
+	}
+	w, err := newWriter(*out, env.Stdout, []string{"name", "id", "status", "labels", "version", "address", "last_heartbeat", "store_rows"})
+	if err != nil {
+		return err
+	}
+	if err := w.row(satelliteRow(resp.Msg.Satellite)); err != nil {
+		return err
+	}
+	return w.close()
+}
+
+type bearerInterceptor string
+
+func bearer(key string) connect.Interceptor { return bearerInterceptor(key) }
+
+func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}

@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orbitplane/orbit/libs/colbatch"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+)
+
+func query(ctx context.Context, c *clients, args []string, env Env) error {
+	fs := flag.NewFlagSet("query", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	satellite := fs.String("satellite", "", "one satellite, by ID or name")
+	selector := fs.String("selector", "", "every satellite whose labels match k=v,k=v (\"\" = all)")
+	out := fs.String("o", "table", "output: table, json (one object per line), csv")
+	timeout := fs.Duration("timeout", 30*time.Second, "query deadline")
+	maxRows := fs.Int64("max-rows", 0, "fail if the result has more rows (0 = server default)")
+	fs.Usage = func() {
+		fmt.Fprint(env.Stderr, "Usage: orbitctl query (--satellite ID|NAME | --selector k=v,...) [-o table|json|csv] SQL\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	selectorSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "selector" {
+			selectorSet = true
+		}
+	})
+	if fs.NArg() != 1 {
+		return errors.New("query: want exactly one SQL argument (quote it)")
+	}
+	if (*satellite == "") == !selectorSet {
+		return errors.New("query: give --satellite or --selector (an empty selector means every satellite)")
+	}
+	req := &queryv1.ExecuteQueryRequest{Sql: fs.Arg(0), Timeout: durationpb.New(*timeout)}
+	if *maxRows > 0 {
+		req.Limits = &queryv1.QueryLimits{MaxRows: *maxRows}
+	}
+	fanout := *satellite == ""
+	names := map[string]string{}
+	if fanout {
+		labels, err := parseLabels(*selector)
+		if err != nil {
+			return err
+		}
+		req.Target = &queryv1.ExecuteQueryRequest_Selector{Selector: &queryv1.LabelSelector{MatchLabels: labels}}
+		// Names for the satellite column (IDs are what the stream carries).
+		if resp, err := c.satellites.ListSatellites(ctx, connect.NewRequest(&registryv1.ListSatellitesRequest{MatchLabels: labels, PageSize: 5000})); err == nil {
+			for _, s := range resp.Msg.Satellites {
+				names[s.Id] = s.Name
+			}
+		}
+	} else {
+		req.Target = &queryv1.ExecuteQueryRequest_Satellite{Satellite: *satellite}
+	}
+	// Ctrl-C cancels the query (the satellite's statement stops too).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.query.ExecuteQuery(ctx, connect.NewRequest(req))
+	if err != nil {
+		return explain(err)
+	}
+	defer stream.Close()
+
+	progress := env.Progress != nil && *env.Progress
+	if env.Progress == nil {
+		if f, ok := env.Stderr.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				progress = true
+			}
+		}
+	}
+	start := time.Now()
+	var (
+		w       writer
+		header  []string
+		rows    int64
+		bytes   int64
+		lastOut time.Time
+		summary *queryv1.QuerySummary
+		done    []*queryv1.ExecuteQueryResponse
+	)
+	for stream.Receive() {
+		m := stream.Msg()
+		switch k := m.Kind.(type) {
+		case *queryv1.ExecuteQueryResponse_Schema:
+			if w != nil {
+				continue // every satellite sends its schema; the first one names the columns
+			}
+			for _, col := range k.Schema.Columns {
+				header = append(header, col.Name)
+			}
+			if fanout {
+				header = append([]string{"satellite"}, header...)
+			}
+			if w, err = newWriter(*out, env.Stdout, header); err != nil {
+				return err
+			}
+		case *queryv1.ExecuteQueryResponse_Batch:
+			if w == nil {
+				return errors.New("result batch before its schema")
+			}
+			sat := firstNonEmpty(names[m.SatelliteId], m.SatelliteId)
+			for _, r := range colbatch.Rows(k.Batch) {
+				if fanout {
+					r = append([]any{sat}, r...)
+				}
+				if err := w.row(r); err != nil {
+					return err
+				}
+			}
+			rows += k.Batch.NumRows
+			for _, c := range k.Batch.Columns {
+				bytes += int64(approxSize(c))
+			}
+			if progress && time.Since(lastOut) > 500*time.Millisecond && time.Since(start) > time.Second {
+				lastOut = time.Now()
+				fmt.Fprintf(env.Stderr, "\r%d rows, %s, %s elapsed", rows, human(bytes), time.Since(start).Round(100*time.Millisecond))
+			}
+		case *queryv1.ExecuteQueryResponse_SatelliteDone:
+			done = append(done, m)
+		case *queryv1.ExecuteQueryResponse_Summary:
+			summary = k.Summary
+		}
+	}
+	if progress && !lastOut.IsZero() {
+		fmt.Fprintln(env.Stderr)
+	}
+	if w != nil {
+		if err := w.close(); err != nil {
+			return err
+		}
+	}
+	if err := stream.Err(); err != nil {
+		if ctx.Err() != nil {
+			return errors.New("query canceled")
+		}
+		return explain(err)
+	}
+	if summary != nil && (fanout || summary.Partial) {
+		for _, d := range done {
+			r := d.GetSatelliteDone()
+			if r.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
+				fmt.Fprintf(env.Stderr, "satellite %s: %s: %s\n", firstNonEmpty(names[d.SatelliteId], d.SatelliteId),
+					strings.TrimPrefix(r.Outcome.String(), "SATELLITE_OUTCOME_"), r.GetError().GetMessage())
+			}
+		}
+		fmt.Fprintf(env.Stderr, "%d rows from %d of %d satellites in %s%s\n", summary.Rows, summary.SatellitesOk, summary.SatellitesTotal,
+			time.Since(start).Round(time.Millisecond), map[bool]string{true: " (partial result)", false: ""}[summary.Partial])
+	}
+	return nil
+}
+
+func approxSize(c *queryv1.ColumnValues) int {
+	switch v := c.Values.(type) {
+	case *queryv1.ColumnValues_Strings:
+		n := 0
+		for _, s := range v.Strings.Values {
+			n += len(s)
+		}
+		return n
+	case *queryv1.ColumnValues_Bytes:
+		n := 0
+		for _, b := range v.Bytes.Values {
+			n += len(b)
+		}
+		return n
+	case *queryv1.ColumnValues_Bools:
+		return len(v.Bools.Values)
+	case *queryv1.ColumnValues_Int64S:
+		return 8 * len(v.Int64S.Values)
+	case *queryv1.ColumnValues_Float64S:
+		return 8 * len(v.Float64S.Values)
+	case *queryv1.ColumnValues_Timestamps:
+		return 8 * len(v.Timestamps.Values)
+	}
+	return 0
+}
+
+func human(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}
