@@ -8,13 +8,24 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/orbitplane/orbit/services/connector/connector"
+	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/querybroker/querybroker"
+	"github.com/orbitplane/orbit/services/registry/registry"
+	"github.com/orbitplane/orbit/services/satellite/satellite"
 	"github.com/orbitplane/orbit/tools/manifestcheck"
 )
 
 // flagSets maps each service (its directory under services/, which is also
 // its container name) to the function its main uses to register flags. A
 // service with deploy/ manifests but no entry here fails the test.
-var flagSets = map[string]manifestcheck.FlagSetFunc{}
+var flagSets = map[string]manifestcheck.FlagSetFunc{
+	"connector":   connector.Flags,
+	"gateway":     gateway.Flags,
+	"querybroker": querybroker.Flags,
+	"registry":    registry.Flags,
+	"satellite":   satellite.Flags,
+}
 
 func TestManifests(t *testing.T) {
 	if os.Getenv("TEST_SRCDIR") != "" {
