@@ -69,7 +69,7 @@ type running struct {
 
 // stop ends the service and waits for Run to return (once; later calls
 // return the same result).
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.once.Do(func() {
 		r.cancel()
@@ -84,7 +84,7 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, listen func() error, runFn func(context.Context) error) *running {
+func run(t testing.TB, listen func() error, runFn func(context.Context) error) *running {
 	t.Helper()
 	if err := listen(); err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func run(t *testing.T, listen func() error, runFn func(context.Context) error) *
 }
 
 type system struct {
-	t          *testing.T
+	t          testing.TB
 	logs       *logBuf
 	ns         *server.Server
 	nc         *nats.Conn
@@ -124,7 +124,7 @@ func logger(l *logBuf, service string) *slog.Logger {
 }
 
 // tracer is a real SDK provider (no exporter), as every binary has.
-func tracer(t *testing.T, service string) trace.TracerProvider {
+func tracer(t testing.TB, service string) trace.TracerProvider {
 	tp, err := otelsetup.Setup(context.Background(), otelsetup.Config{Service: service})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func tracer(t *testing.T, service string) trace.TracerProvider {
 	return tp
 }
 
-func newSystem(t *testing.T, o options) *system {
+func newSystem(t testing.TB, o options) *system {
 	t.Helper()
 	if o.connectors == 0 {
 		o.connectors = 1
@@ -250,7 +250,7 @@ func (s *system) rawLink(i int, identity string) *rawLinkConn {
 	return r
 }
 
-func (r *rawLinkConn) waitError(t *testing.T) *connectorv1.LinkError {
+func (r *rawLinkConn) waitError(t testing.TB) *connectorv1.LinkError {
 	t.Helper()
 	select {
 	case le, ok := <-r.errs:

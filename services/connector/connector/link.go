@@ -236,37 +236,57 @@ func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
 			Version: hb.Version, StoreRows: st.GetRows(), StoreBytes: st.GetBytes(), SentAt: hb.SentAt, Detail: hb.Detail,
 		})
 	case *connectorv1.ConnectRequest_Result:
-		r := f.Result
-		l.mu.Lock()
-		q, ok := l.queries[r.QueryId]
-		if ok {
-			q.lastSeq = r.Seq
-			if r.GetEnd() != nil || r.GetError() != nil {
-				delete(l.queries, r.QueryId)
-			}
-		}
-		l.mu.Unlock()
-		if !ok {
-			l.s.m.unknown.Inc()
-			l.s.log.WarnContext(ctx, "result for a query not running on this link", "query_id", r.QueryId, "seq", r.Seq)
-			return
-		}
-		l.publishResult(r, q.reply)
+		l.relay(ctx, &queryv1.ResultFrames{Frames: []*queryv1.ResultFrame{f.Result}})
+	case *connectorv1.ConnectRequest_Results:
+		l.relay(ctx, f.Results)
 	case *connectorv1.ConnectRequest_Register:
 		l.close("protocol", "Register is only valid as the first frame")
 	}
 }
 
+// relay publishes result frames (all of one query) to its reply subject.
+func (l *link) relay(ctx context.Context, rs *queryv1.ResultFrames) {
+	if len(rs.Frames) == 0 {
+		return
+	}
+	qid := rs.Frames[0].QueryId
+	l.mu.Lock()
+	q, ok := l.queries[qid]
+	if ok {
+		for _, r := range rs.Frames {
+			if r.QueryId != qid {
+				ok = false
+				break
+			}
+			q.lastSeq = r.Seq
+			if r.GetEnd() != nil || r.GetError() != nil {
+				delete(l.queries, qid)
+			}
+		}
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.s.m.unknown.Inc()
+		l.s.log.WarnContext(ctx, "result frames for a query not running on this link", "query_id", qid, "frames", len(rs.Frames))
+		return
+	}
+	l.publish(rs, q.reply)
+}
+
 func (l *link) publishResult(r *queryv1.ResultFrame, reply string) {
-	b, err := proto.Marshal(r)
+	l.publish(&queryv1.ResultFrames{Frames: []*queryv1.ResultFrame{r}}, reply)
+}
+
+func (l *link) publish(rs *queryv1.ResultFrames, reply string) {
+	b, err := proto.Marshal(rs)
 	if err == nil {
 		err = l.s.nc.Publish(reply, b)
 	}
 	if err != nil {
-		l.s.log.Error("result publish failed", "error", err, "query_id", r.QueryId, "seq", r.Seq)
+		l.s.log.Error("result publish failed", "error", err, "query_id", rs.Frames[0].QueryId, "seq", rs.Frames[0].Seq)
 		return
 	}
-	l.s.m.frames.WithLabelValues("up").Inc()
+	l.s.m.frames.WithLabelValues("up").Add(float64(len(rs.Frames)))
 }
 
 // onDown forwards a query, credit or cancel from NATS to the satellite.

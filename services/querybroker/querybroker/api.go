@@ -92,6 +92,9 @@ func (a *api) limits(req *queryv1.ExecuteQueryRequest) *queryv1.QueryLimits {
 func (a *api) targets(ctx context.Context, tenant string, req *queryv1.ExecuteQueryRequest) ([]*registryv1.Satellite, bool, error) {
 	switch t := req.Target.(type) {
 	case *queryv1.ExecuteQueryRequest_Satellite:
+		if sat := a.s.sats.lookup(tenant, t.Satellite); sat != nil && sat.Status != registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
+			return []*registryv1.Satellite{sat}, true, nil
+		}
 		resp, err := a.s.registry.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{TenantId: tenant, Satellite: t.Satellite}))
 		if err != nil {
 			if connect.CodeOf(err) == connect.CodeNotFound {

@@ -104,47 +104,50 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s is not connected to any connector", p.satID)
 		}
-		var f queryv1.ResultFrame
-		if err := proto.Unmarshal(m.Data, &f); err != nil {
+		var fs queryv1.ResultFrames
+		if err := proto.Unmarshal(m.Data, &fs); err != nil {
 			cancelSatellite("bad frame")
-			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frame: %v", err)
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frames: %v", err)
 		}
-		if f.QueryId != p.queryID || f.Seq != next {
-			cancelSatellite("lost frame")
-			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "result frame %d arrived when %d was expected: a frame was lost", f.Seq, next)
-		}
-		next++
-		p.s.m.frames.Inc()
 		p.s.m.bytes.Add(float64(len(m.Data)))
-		switch k := f.Kind.(type) {
-		case *queryv1.ResultFrame_Schema:
-			err = h.schema(k.Schema)
-		case *queryv1.ResultFrame_Batch:
-			rows += k.Batch.NumRows
-			bytes += int64(len(m.Data))
-			err = h.batch(k.Batch)
-		case *queryv1.ResultFrame_End:
-			res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
-			return outcome{result: res}
-		case *queryv1.ResultFrame_Error:
-			o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
-			switch k.Error.Code {
-			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
-				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE
-			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
-				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT
-			case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
-				o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED
+		for _, f := range fs.Frames {
+			if f.QueryId != p.queryID || f.Seq != next {
+				cancelSatellite("lost frame")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "result frame %d arrived when %d was expected: a frame was lost", f.Seq, next)
 			}
-			return outcome{result: &queryv1.SatelliteResult{Outcome: o, Rows: rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Error: k.Error}}
+			next++
+			p.s.m.frames.Inc()
+			switch k := f.Kind.(type) {
+			case *queryv1.ResultFrame_Schema:
+				err = h.schema(k.Schema)
+			case *queryv1.ResultFrame_Batch:
+				rows += k.Batch.NumRows
+				bytes += int64(proto.Size(k.Batch))
+				err = h.batch(k.Batch)
+			case *queryv1.ResultFrame_End:
+				res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
+				return outcome{result: res}
+			case *queryv1.ResultFrame_Error:
+				o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
+				switch k.Error.Code {
+				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
+					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE
+				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
+					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT
+				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
+					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED
+				}
+				return outcome{result: &queryv1.SatelliteResult{Outcome: o, Rows: rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Error: k.Error}}
+			}
+			if err != nil {
+				cancelSatellite("client gone")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err)
+			}
+			consumed++
 		}
-		if err != nil {
-			cancelSatellite("client gone")
-			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err)
-		}
-		// The frame reached the client: the satellite may send another.
+		// The frames reached the client: the satellite may send more.
 		// Credits go back in half-window lumps to keep control traffic low.
-		if consumed++; consumed >= window/2 {
+		if consumed >= window/2 {
 			if err := p.publish(ctx, &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Credit{Credit: &queryv1.Credit{QueryId: p.queryID, Frames: int32(consumed)}}}, ""); err != nil {
 				cancelSatellite("credit publish failed")
 				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "credit: %v", err)

@@ -135,6 +135,8 @@ type Service struct {
 	srv      *connectserver.Server
 	registry registryv1connect.RegistryServiceClient
 
+	sats *satCache
+
 	mu          sync.Mutex
 	perTenant   map[string]int
 	perSatelite map[string]int
@@ -174,7 +176,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: deps.Logger, nc: deps.NATS, srv: srv,
 		registry:  registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
-		perTenant: map[string]int{}, perSatelite: map[string]int{},
+		perTenant: map[string]int{}, perSatelite: map[string]int{}, sats: newSatCache(),
 	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": cfg.Server.Service}, srv.Registry())
 	s.m = metrics{
@@ -199,7 +201,15 @@ func (s *Service) Listen() error {
 func (s *Service) URL() string { return s.srv.URL() }
 
 // Run serves until ctx ends.
-func (s *Service) Run(ctx context.Context) error { return s.srv.Run(ctx) }
+func (s *Service) Run(ctx context.Context) error {
+	bg, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { s.sats.run(bg, s); close(done) }()
+	err := s.srv.Run(ctx)
+	stop()
+	<-done
+	return err
+}
 
 // acquire takes a tenant slot; release gives it back.
 func (s *Service) acquireTenant(tenant string) error {

@@ -22,6 +22,10 @@ type execution struct {
 	link   *linkState
 	seq    uint64
 
+	// Frames numbered but not yet sent (only the query's goroutine uses them).
+	pending      []*queryv1.ResultFrame
+	pendingBytes int
+
 	mu      sync.Mutex
 	credits int
 	more    chan struct{}
@@ -40,7 +44,17 @@ func (e *execution) grant(n int) {
 	}
 }
 
+// take waits for a credit. Frames held back for coalescing go out first
+// when there is none: they may be what the receiver needs to grant more.
 func (e *execution) take(ctx context.Context) error {
+	e.mu.Lock()
+	empty := e.credits == 0
+	e.mu.Unlock()
+	if empty {
+		if err := e.flush(); err != nil {
+			return err
+		}
+	}
 	for {
 		e.mu.Lock()
 		if e.credits > 0 {
@@ -57,13 +71,29 @@ func (e *execution) take(ctx context.Context) error {
 	}
 }
 
-func (e *execution) frame(f *queryv1.ResultFrame) error {
+// add numbers a frame and queues it; flush sends the queue as one message.
+func (e *execution) add(f *queryv1.ResultFrame) {
 	e.seq++
 	f.QueryId, f.Seq = e.id, e.seq
-	return e.link.send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Result{Result: f}})
+	e.pending = append(e.pending, f)
 }
 
-// sink adapts the store's result callbacks to credited frames.
+func (e *execution) flush() error {
+	if len(e.pending) == 0 {
+		return nil
+	}
+	frames := e.pending
+	e.pending, e.pendingBytes = nil, 0
+	return e.link.send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Results{Results: &queryv1.ResultFrames{Frames: frames}}})
+}
+
+// maxCoalesceBytes bounds the batch bytes sent in one message, well under
+// NATS's 1 MiB payload limit.
+const maxCoalesceBytes = 128 << 10
+
+// sink adapts the store's result callbacks to credited frames. It holds the
+// newest batch back until the next one (or the end) is known, so a small
+// result travels as one message: schema, batch and end together.
 type sink struct {
 	ctx context.Context
 	e   *execution
@@ -73,14 +103,39 @@ func (s sink) Schema(cols []*queryv1.Column) error {
 	if err := s.e.take(s.ctx); err != nil {
 		return err
 	}
-	return s.e.frame(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Schema{Schema: &queryv1.ResultSchema{Columns: cols}}})
+	s.e.add(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Schema{Schema: &queryv1.ResultSchema{Columns: cols}}})
+	return nil
 }
 
-func (s sink) Batch(b *queryv1.ColumnBatch, _ int) error {
+func (s sink) Batch(b *queryv1.ColumnBatch, bytes int) error {
 	if err := s.e.take(s.ctx); err != nil {
 		return err
 	}
-	return s.e.frame(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Batch{Batch: b}})
+	// Send what is queued (the schema and the previous batch), unless this
+	// batch can still join them.
+	if s.e.pendingBytes > 0 && s.e.pendingBytes+bytes > maxCoalesceBytes || hasBatch(s.e.pending) {
+		if err := s.e.flush(); err != nil {
+			return err
+		}
+	}
+	s.e.add(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Batch{Batch: b}})
+	s.e.pendingBytes += bytes
+	return nil
+}
+
+func hasBatch(fs []*queryv1.ResultFrame) bool {
+	for _, f := range fs {
+		if f.GetBatch() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// finish sends what is queued with the final frame.
+func (e *execution) finish(f *queryv1.ResultFrame) error {
+	e.add(f)
+	return e.flush()
 }
 
 func (a *Agent) startQuery(ctx context.Context, l *linkState, q *queryv1.QueryRequest, satID string) {
@@ -122,10 +177,10 @@ func (a *Agent) startQuery(ctx context.Context, l *linkState, q *queryv1.QueryRe
 			qe := store.AsError(err)
 			a.log.InfoContext(ctx, "query failed", obslog.Event("satellite.query"), "query_id", q.QueryId, "code", qe.Code.String(), "error", qe.Message, "elapsed_ms", elapsed.Milliseconds())
 			// End frames need no credit: the receiver keeps room for them.
-			_ = e.frame(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Error{Error: qe.Proto()}})
+			_ = e.finish(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_Error{Error: qe.Proto()}})
 			return
 		}
 		a.log.InfoContext(ctx, "query answered", obslog.Event("satellite.query"), "query_id", q.QueryId, "rows", res.Rows, "bytes", res.Bytes, "elapsed_ms", elapsed.Milliseconds())
-		_ = e.frame(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_End{End: &queryv1.ResultEnd{Rows: res.Rows, Bytes: res.Bytes, Elapsed: durationpb.New(elapsed)}}})
+		_ = e.finish(&queryv1.ResultFrame{Kind: &queryv1.ResultFrame_End{End: &queryv1.ResultEnd{Rows: res.Rows, Bytes: res.Bytes, Elapsed: durationpb.New(elapsed)}}})
 	}()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/svcmain"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/services/satellite/internal/store"
 )
 
@@ -309,3 +310,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 	return errors.Join(err, a.store.Close())
 }
+
+// RunLocal runs a query on the local store and discards the result: the
+// satellite's own execution time, without any network (benchmarks compare
+// the end-to-end path against it).
+func (a *Agent) RunLocal(ctx context.Context, sql string, maxBatchBytes int) (rows, bytes int64, err error) {
+	res, err := a.store.Query(ctx, sql, store.Limits{MaxRows: a.cfg.MaxRows, MaxBytes: a.cfg.MaxBytes, MaxBatchBytes: maxBatchBytes}, discard{})
+	return res.Rows, res.Bytes, err
+}
+
+type discard struct{}
+
+func (discard) Schema([]*queryv1.Column) error        { return nil }
+func (discard) Batch(*queryv1.ColumnBatch, int) error { return nil }

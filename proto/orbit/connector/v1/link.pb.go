@@ -143,6 +143,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Register
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Result
+	//	*ConnectRequest_Results
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -219,6 +220,15 @@ func (x *ConnectRequest) GetResult() *v11.ResultFrame {
 	return nil
 }
 
+func (x *ConnectRequest) GetResults() *v11.ResultFrames {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Results); ok {
+			return x.Results
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -235,11 +245,18 @@ type ConnectRequest_Result struct {
 	Result *v11.ResultFrame `protobuf:"bytes,4,opt,name=result,proto3,oneof"`
 }
 
+type ConnectRequest_Results struct {
+	// Several consecutive frames of one query (preferred over result).
+	Results *v11.ResultFrames `protobuf:"bytes,5,opt,name=results,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Result) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_Results) isConnectRequest_Frame() {}
 
 // ConnectResponse is a frame from the cloud.
 type ConnectResponse struct {
@@ -845,12 +862,13 @@ var File_orbit_connector_v1_link_proto protoreflect.FileDescriptor
 
 const file_orbit_connector_v1_link_proto_rawDesc = "" +
 	"\n" +
-	"\x1dorbit/connector/v1/link.proto\x12\x12orbit.connector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eorbit/context/v1/context.proto\x1a\x1borbit/query/v1/frames.proto\"\x80\x02\n" +
+	"\x1dorbit/connector/v1/link.proto\x12\x12orbit.connector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eorbit/context/v1/context.proto\x1a\x1borbit/query/v1/frames.proto\"\xba\x02\n" +
 	"\x0eConnectRequest\x123\n" +
 	"\acontext\x18\x01 \x01(\v2\x19.orbit.context.v1.CarrierR\acontext\x12:\n" +
 	"\bregister\x18\x02 \x01(\v2\x1c.orbit.connector.v1.RegisterH\x00R\bregister\x12=\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1d.orbit.connector.v1.HeartbeatH\x00R\theartbeat\x125\n" +
-	"\x06result\x18\x04 \x01(\v2\x1b.orbit.query.v1.ResultFrameH\x00R\x06resultB\a\n" +
+	"\x06result\x18\x04 \x01(\v2\x1b.orbit.query.v1.ResultFrameH\x00R\x06result\x128\n" +
+	"\aresults\x18\x05 \x01(\v2\x1c.orbit.query.v1.ResultFramesH\x00R\aresultsB\a\n" +
 	"\x05frame\"\xaf\x03\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\acontext\x18\x01 \x01(\v2\x19.orbit.context.v1.CarrierR\acontext\x12@\n" +
@@ -944,38 +962,40 @@ var file_orbit_connector_v1_link_proto_goTypes = []any{
 	nil,                           // 10: orbit.connector.v1.Register.LabelsEntry
 	(*v1.Carrier)(nil),            // 11: orbit.context.v1.Carrier
 	(*v11.ResultFrame)(nil),       // 12: orbit.query.v1.ResultFrame
-	(*v11.QueryRequest)(nil),      // 13: orbit.query.v1.QueryRequest
-	(*v11.Credit)(nil),            // 14: orbit.query.v1.Credit
-	(*v11.Cancel)(nil),            // 15: orbit.query.v1.Cancel
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*v11.ResultFrames)(nil),      // 13: orbit.query.v1.ResultFrames
+	(*v11.QueryRequest)(nil),      // 14: orbit.query.v1.QueryRequest
+	(*v11.Credit)(nil),            // 15: orbit.query.v1.Credit
+	(*v11.Cancel)(nil),            // 16: orbit.query.v1.Cancel
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_orbit_connector_v1_link_proto_depIdxs = []int32{
 	11, // 0: orbit.connector.v1.ConnectRequest.context:type_name -> orbit.context.v1.Carrier
 	4,  // 1: orbit.connector.v1.ConnectRequest.register:type_name -> orbit.connector.v1.Register
 	6,  // 2: orbit.connector.v1.ConnectRequest.heartbeat:type_name -> orbit.connector.v1.Heartbeat
 	12, // 3: orbit.connector.v1.ConnectRequest.result:type_name -> orbit.query.v1.ResultFrame
-	11, // 4: orbit.connector.v1.ConnectResponse.context:type_name -> orbit.context.v1.Carrier
-	5,  // 5: orbit.connector.v1.ConnectResponse.registered:type_name -> orbit.connector.v1.Registered
-	13, // 6: orbit.connector.v1.ConnectResponse.query:type_name -> orbit.query.v1.QueryRequest
-	14, // 7: orbit.connector.v1.ConnectResponse.credit:type_name -> orbit.query.v1.Credit
-	15, // 8: orbit.connector.v1.ConnectResponse.cancel:type_name -> orbit.query.v1.Cancel
-	8,  // 9: orbit.connector.v1.ConnectResponse.certificate:type_name -> orbit.connector.v1.CertificateDelivery
-	9,  // 10: orbit.connector.v1.ConnectResponse.error:type_name -> orbit.connector.v1.LinkError
-	10, // 11: orbit.connector.v1.Register.labels:type_name -> orbit.connector.v1.Register.LabelsEntry
-	0,  // 12: orbit.connector.v1.Heartbeat.health:type_name -> orbit.connector.v1.Health
-	7,  // 13: orbit.connector.v1.Heartbeat.store:type_name -> orbit.connector.v1.StoreStats
-	16, // 14: orbit.connector.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	16, // 15: orbit.connector.v1.StoreStats.oldest:type_name -> google.protobuf.Timestamp
-	16, // 16: orbit.connector.v1.StoreStats.newest:type_name -> google.protobuf.Timestamp
-	16, // 17: orbit.connector.v1.CertificateDelivery.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 18: orbit.connector.v1.LinkError.code:type_name -> orbit.connector.v1.LinkErrorCode
-	2,  // 19: orbit.connector.v1.LinkService.Connect:input_type -> orbit.connector.v1.ConnectRequest
-	3,  // 20: orbit.connector.v1.LinkService.Connect:output_type -> orbit.connector.v1.ConnectResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	13, // 4: orbit.connector.v1.ConnectRequest.results:type_name -> orbit.query.v1.ResultFrames
+	11, // 5: orbit.connector.v1.ConnectResponse.context:type_name -> orbit.context.v1.Carrier
+	5,  // 6: orbit.connector.v1.ConnectResponse.registered:type_name -> orbit.connector.v1.Registered
+	14, // 7: orbit.connector.v1.ConnectResponse.query:type_name -> orbit.query.v1.QueryRequest
+	15, // 8: orbit.connector.v1.ConnectResponse.credit:type_name -> orbit.query.v1.Credit
+	16, // 9: orbit.connector.v1.ConnectResponse.cancel:type_name -> orbit.query.v1.Cancel
+	8,  // 10: orbit.connector.v1.ConnectResponse.certificate:type_name -> orbit.connector.v1.CertificateDelivery
+	9,  // 11: orbit.connector.v1.ConnectResponse.error:type_name -> orbit.connector.v1.LinkError
+	10, // 12: orbit.connector.v1.Register.labels:type_name -> orbit.connector.v1.Register.LabelsEntry
+	0,  // 13: orbit.connector.v1.Heartbeat.health:type_name -> orbit.connector.v1.Health
+	7,  // 14: orbit.connector.v1.Heartbeat.store:type_name -> orbit.connector.v1.StoreStats
+	17, // 15: orbit.connector.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	17, // 16: orbit.connector.v1.StoreStats.oldest:type_name -> google.protobuf.Timestamp
+	17, // 17: orbit.connector.v1.StoreStats.newest:type_name -> google.protobuf.Timestamp
+	17, // 18: orbit.connector.v1.CertificateDelivery.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 19: orbit.connector.v1.LinkError.code:type_name -> orbit.connector.v1.LinkErrorCode
+	2,  // 20: orbit.connector.v1.LinkService.Connect:input_type -> orbit.connector.v1.ConnectRequest
+	3,  // 21: orbit.connector.v1.LinkService.Connect:output_type -> orbit.connector.v1.ConnectResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_orbit_connector_v1_link_proto_init() }
@@ -987,6 +1007,7 @@ func file_orbit_connector_v1_link_proto_init() {
 		(*ConnectRequest_Register)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Result)(nil),
+		(*ConnectRequest_Results)(nil),
 	}
 	file_orbit_connector_v1_link_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),

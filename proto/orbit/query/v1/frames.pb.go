@@ -357,6 +357,53 @@ func (*ResultFrame_End) isResultFrame_Kind() {}
 
 func (*ResultFrame_Error) isResultFrame_Kind() {}
 
+// ResultFrames is consecutive frames of one query sent as one message: a
+// small result (schema, batch, end) costs one message on the link and one on
+// NATS instead of three. The payload of every message on reply.<query-id>.
+type ResultFrames struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frames        []*ResultFrame         `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResultFrames) Reset() {
+	*x = ResultFrames{}
+	mi := &file_orbit_query_v1_frames_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultFrames) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultFrames) ProtoMessage() {}
+
+func (x *ResultFrames) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_query_v1_frames_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultFrames.ProtoReflect.Descriptor instead.
+func (*ResultFrames) Descriptor() ([]byte, []int) {
+	return file_orbit_query_v1_frames_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResultFrames) GetFrames() []*ResultFrame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
 // ResultEnd closes a successful result stream.
 type ResultEnd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -369,7 +416,7 @@ type ResultEnd struct {
 
 func (x *ResultEnd) Reset() {
 	*x = ResultEnd{}
-	mi := &file_orbit_query_v1_frames_proto_msgTypes[4]
+	mi := &file_orbit_query_v1_frames_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +428,7 @@ func (x *ResultEnd) String() string {
 func (*ResultEnd) ProtoMessage() {}
 
 func (x *ResultEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_query_v1_frames_proto_msgTypes[4]
+	mi := &file_orbit_query_v1_frames_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +441,7 @@ func (x *ResultEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultEnd.ProtoReflect.Descriptor instead.
 func (*ResultEnd) Descriptor() ([]byte, []int) {
-	return file_orbit_query_v1_frames_proto_rawDescGZIP(), []int{4}
+	return file_orbit_query_v1_frames_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResultEnd) GetRows() int64 {
@@ -444,7 +491,9 @@ const file_orbit_query_v1_frames_proto_rawDesc = "" +
 	"\x05batch\x18\x04 \x01(\v2\x1b.orbit.query.v1.ColumnBatchH\x00R\x05batch\x12-\n" +
 	"\x03end\x18\x05 \x01(\v2\x19.orbit.query.v1.ResultEndH\x00R\x03end\x122\n" +
 	"\x05error\x18\x06 \x01(\v2\x1a.orbit.query.v1.QueryErrorH\x00R\x05errorB\x06\n" +
-	"\x04kind\"j\n" +
+	"\x04kind\"C\n" +
+	"\fResultFrames\x123\n" +
+	"\x06frames\x18\x01 \x03(\v2\x1b.orbit.query.v1.ResultFrameR\x06frames\"j\n" +
 	"\tResultEnd\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x123\n" +
@@ -463,32 +512,34 @@ func file_orbit_query_v1_frames_proto_rawDescGZIP() []byte {
 	return file_orbit_query_v1_frames_proto_rawDescData
 }
 
-var file_orbit_query_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_orbit_query_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_orbit_query_v1_frames_proto_goTypes = []any{
 	(*QueryRequest)(nil),        // 0: orbit.query.v1.QueryRequest
 	(*Credit)(nil),              // 1: orbit.query.v1.Credit
 	(*Cancel)(nil),              // 2: orbit.query.v1.Cancel
 	(*ResultFrame)(nil),         // 3: orbit.query.v1.ResultFrame
-	(*ResultEnd)(nil),           // 4: orbit.query.v1.ResultEnd
-	(*QueryLimits)(nil),         // 5: orbit.query.v1.QueryLimits
-	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
-	(*ResultSchema)(nil),        // 7: orbit.query.v1.ResultSchema
-	(*ColumnBatch)(nil),         // 8: orbit.query.v1.ColumnBatch
-	(*QueryError)(nil),          // 9: orbit.query.v1.QueryError
+	(*ResultFrames)(nil),        // 4: orbit.query.v1.ResultFrames
+	(*ResultEnd)(nil),           // 5: orbit.query.v1.ResultEnd
+	(*QueryLimits)(nil),         // 6: orbit.query.v1.QueryLimits
+	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(*ResultSchema)(nil),        // 8: orbit.query.v1.ResultSchema
+	(*ColumnBatch)(nil),         // 9: orbit.query.v1.ColumnBatch
+	(*QueryError)(nil),          // 10: orbit.query.v1.QueryError
 }
 var file_orbit_query_v1_frames_proto_depIdxs = []int32{
-	5, // 0: orbit.query.v1.QueryRequest.limits:type_name -> orbit.query.v1.QueryLimits
-	6, // 1: orbit.query.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
-	7, // 2: orbit.query.v1.ResultFrame.schema:type_name -> orbit.query.v1.ResultSchema
-	8, // 3: orbit.query.v1.ResultFrame.batch:type_name -> orbit.query.v1.ColumnBatch
-	4, // 4: orbit.query.v1.ResultFrame.end:type_name -> orbit.query.v1.ResultEnd
-	9, // 5: orbit.query.v1.ResultFrame.error:type_name -> orbit.query.v1.QueryError
-	6, // 6: orbit.query.v1.ResultEnd.elapsed:type_name -> google.protobuf.Duration
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	6,  // 0: orbit.query.v1.QueryRequest.limits:type_name -> orbit.query.v1.QueryLimits
+	7,  // 1: orbit.query.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
+	8,  // 2: orbit.query.v1.ResultFrame.schema:type_name -> orbit.query.v1.ResultSchema
+	9,  // 3: orbit.query.v1.ResultFrame.batch:type_name -> orbit.query.v1.ColumnBatch
+	5,  // 4: orbit.query.v1.ResultFrame.end:type_name -> orbit.query.v1.ResultEnd
+	10, // 5: orbit.query.v1.ResultFrame.error:type_name -> orbit.query.v1.QueryError
+	3,  // 6: orbit.query.v1.ResultFrames.frames:type_name -> orbit.query.v1.ResultFrame
+	7,  // 7: orbit.query.v1.ResultEnd.elapsed:type_name -> google.protobuf.Duration
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_orbit_query_v1_frames_proto_init() }
@@ -509,7 +560,7 @@ func file_orbit_query_v1_frames_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_query_v1_frames_proto_rawDesc), len(file_orbit_query_v1_frames_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

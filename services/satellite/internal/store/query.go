@@ -117,30 +117,37 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 		return Result{}, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
 			"only one statement per query is allowed: remove the ';' (inside a string literal, write chr(59))")
 	}
+	var qc *queryConn
 	select {
-	case s.queries <- struct{}{}:
-		defer func() { <-s.queries }()
+	case qc = <-s.pool:
+		defer func() { s.pool <- qc }()
 	default:
 		return Result{}, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES, "satellite is running %d queries, its limit", s.cfg.MaxQueries)
 	}
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return Result{}, AsError(err)
-	}
-	defer conn.Close()
 	var res Result
-	err = conn.Raw(func(dc any) error {
+	err := qc.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
 		if !ok {
 			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
-		stmt, err := prepare(ctx, c, text, lim.MaxRows)
-		if err != nil {
-			return err
+		key := fmt.Sprintf("%d\x00%s", lim.MaxRows, text)
+		stmt, cached := qc.get(key)
+		if !cached {
+			var wrapped bool
+			var err error
+			stmt, wrapped, err = prepare(ctx, c, text, lim.MaxRows)
+			if err != nil {
+				return err
+			}
+			if wrapped {
+				qc.put(key, stmt)
+			} else {
+				defer stmt.Close()
+			}
 		}
-		defer stmt.Close()
 		rows, err := stmt.QueryContext(ctx, nil)
 		if err != nil {
+			qc.drop(key)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -164,38 +171,38 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 // LIMIT of one row over the row limit: DuckDB never builds more than that.
 // Anything the wrapper cannot hold is prepared as written and must be a
 // SELECT or EXPLAIN.
-func prepare(ctx context.Context, c *duckdb.Conn, text string, maxRows int64) (*duckdb.Stmt, error) {
+func prepare(ctx context.Context, c *duckdb.Conn, text string, maxRows int64) (*duckdb.Stmt, bool, error) {
 	wrapped := fmt.Sprintf("SELECT * FROM (\n%s\n) LIMIT %d", text, maxRows+1)
 	if ds, err := c.PrepareContext(ctx, wrapped); err == nil {
 		stmt := ds.(*duckdb.Stmt)
 		if typ, err := stmt.StatementType(); err == nil && typ == duckdb.STATEMENT_TYPE_SELECT && stmt.NumInput() == 0 {
-			return stmt, nil
+			return stmt, true, nil
 		}
 		stmt.Close()
 	}
 	ds, err := c.PrepareContext(ctx, text)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
-		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
+		return nil, false, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
 	}
 	stmt := ds.(*duckdb.Stmt)
 	typ, err := stmt.StatementType()
 	if err != nil {
 		stmt.Close()
-		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
+		return nil, false, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "%s", cleanDuckDBError(err))
 	}
 	if typ != duckdb.STATEMENT_TYPE_SELECT && typ != duckdb.STATEMENT_TYPE_EXPLAIN {
 		stmt.Close()
-		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
+		return nil, false, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
 			"only SELECT queries are allowed (got a %s statement): satellites are read-only to queries", stmtTypeName(typ))
 	}
 	if stmt.NumInput() > 0 {
 		stmt.Close()
-		return nil, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "query has %d parameters; parameters are not supported", stmt.NumInput())
+		return nil, false, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, "query has %d parameters; parameters are not supported", stmt.NumInput())
 	}
-	return stmt, nil
+	return stmt, false, nil
 }
 
 func stream(ctx context.Context, rows driver.Rows, lim Limits, sink Sink) (Result, error) {

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"container/list"
 	"context"
 	"database/sql"
 	"errors"
@@ -83,10 +84,10 @@ func (c *Config) defaults() {
 
 // Store is an open database.
 type Store struct {
-	cfg     Config
-	log     *slog.Logger
-	db      *sql.DB
-	queries chan struct{}
+	cfg  Config
+	log  *slog.Logger
+	db   *sql.DB
+	pool chan *queryConn
 
 	in     chan *pending
 	quit   chan struct{}
@@ -141,13 +142,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	db := sql.OpenDB(connector)
 	db.SetMaxIdleConns(cfg.MaxQueries + 2)
 	s := &Store{
-		cfg:     cfg,
-		log:     log,
-		db:      db,
-		queries: make(chan struct{}, cfg.MaxQueries),
-		in:      make(chan *pending, 64),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:  cfg,
+		log:  log,
+		db:   db,
+		pool: make(chan *queryConn, cfg.MaxQueries),
+		in:   make(chan *pending, 64),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -156,6 +157,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err := s.refreshStats(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	for range cfg.MaxQueries {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			s.closePool()
+			db.Close()
+			return nil, fmt.Errorf("store: query connection: %w", err)
+		}
+		s.pool <- &queryConn{conn: c, stmts: map[string]*list.Element{}, order: list.New()}
 	}
 	wconn, err := db.Conn(ctx)
 	if err != nil {
@@ -187,6 +197,7 @@ func (s *Store) Close() error {
 	s.closed.Do(func() {
 		close(s.quit)
 		<-s.done
+		s.closePool()
 		if err := s.db.Close(); err != nil {
 			s.err = errors.Join(s.err, fmt.Errorf("store: close: %w", err))
 		}
@@ -242,4 +253,62 @@ func (s *Store) usedBytes(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("store: database size: %w", err)
 	}
 	return blockSize*used + parseSize(wal), nil
+}
+
+// MaxCachedStatements bounds the prepared statements kept per query
+// connection (repeated queries, e.g. dashboards, skip DuckDB's planner).
+const MaxCachedStatements = 32
+
+// queryConn is one pooled DuckDB connection with its prepared statements.
+type queryConn struct {
+	conn  *sql.Conn
+	stmts map[string]*list.Element
+	order *list.List // front = most recently used
+}
+
+type cachedStmt struct {
+	key  string
+	stmt *duckdb.Stmt
+}
+
+func (q *queryConn) get(key string) (*duckdb.Stmt, bool) {
+	e, ok := q.stmts[key]
+	if !ok {
+		return nil, false
+	}
+	q.order.MoveToFront(e)
+	return e.Value.(*cachedStmt).stmt, true
+}
+
+func (q *queryConn) put(key string, stmt *duckdb.Stmt) {
+	q.stmts[key] = q.order.PushFront(&cachedStmt{key: key, stmt: stmt})
+	for q.order.Len() > MaxCachedStatements {
+		q.remove(q.order.Back())
+	}
+}
+
+func (q *queryConn) drop(key string) {
+	if e, ok := q.stmts[key]; ok {
+		q.remove(e)
+	}
+}
+
+func (q *queryConn) remove(e *list.Element) {
+	c := q.order.Remove(e).(*cachedStmt)
+	delete(q.stmts, c.key)
+	_ = c.stmt.Close()
+}
+
+func (s *Store) closePool() {
+	for {
+		select {
+		case q := <-s.pool:
+			for q.order.Len() > 0 {
+				q.remove(q.order.Back())
+			}
+			_ = q.conn.Close()
+		default:
+			return
+		}
+	}
 }

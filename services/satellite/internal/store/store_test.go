@@ -41,7 +41,7 @@ func (c *collect) rows() int64 {
 	return n
 }
 
-func open(t *testing.T, cfg Config) *Store {
+func open(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	if cfg.Path == "" {
 		cfg.Path = filepath.Join(t.TempDir(), "store.duckdb")

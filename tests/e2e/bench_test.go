@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/orbitplane/orbit/libs/connectclient"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/querybroker/querybroker"
+)
+
+// Benchmarks of the query path against baselines measured in the same run
+// (docs/benchmarks.md). Run:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./tests/e2e/
+//
+// Each reports ratios; goals are in docs/benchmarks.md.
+
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func measure(n int, f func() error) (latencies, error) {
+	out := make(latencies, 0, n)
+	for range n {
+		start := time.Now()
+		if err := f(); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// median of three rounds.
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// gatewayCfg lifts the per-tenant rate limits so they do not cap a
+// benchmark.
+func gatewayCfg() gateway.Config {
+	return gateway.Config{RequestsPerSecond: 1 << 20, Burst: 1 << 20, MaxQueries: 64}
+}
+
+func BenchmarkTinyQuery(b *testing.B) {
+	s := newSystem(b, options{gatewayCfg: gatewayCfg()})
+	s.startSatellite(satOptions{name: "edge-1"})
+	raw := startRawRelay(b, s)
+	ctx := context.Background()
+	q := s.query("tenant-a")
+	opts, _ := connectclient.Options(nil)
+	hc := connectclient.HTTPClient(nil)
+	rawA := gatewayv1connect.NewGatewayServiceClient(hc, raw.urlA, opts...)
+	bidi := connectorv1connect.NewLinkServiceClient(hc, raw.urlD, opts...).Connect(ctx)
+	defer bidi.CloseRequest()
+	nc := raw.nc
+
+	full := func() error {
+		st, err := q.ExecuteQuery(ctx, one("edge-1", "SELECT 1"))
+		if err != nil {
+			return err
+		}
+		_, err = collect(st, false, nil)
+		return err
+	}
+	hops := []func() error{
+		func() error { // client -> gateway
+			_, err := rawA.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
+			return err
+		},
+		func() error { // gateway -> broker
+			_, err := rawA.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
+			return err
+		},
+		func() error { // broker -> connector
+			_, err := nc.Request("raw.echo", []byte("ping"), time.Second)
+			return err
+		},
+		func() error { // connector <-> satellite
+			if err := bidi.Send(&connectorv1.ConnectRequest{}); err != nil {
+				return err
+			}
+			_, err := bidi.Receive()
+			return err
+		},
+	}
+	const n = 1500
+	var p50r, p99r, fullP50, fullP99, hopP50, hopP99 []float64
+	for range b.N {
+		for round := range 3 {
+			var sum50, sum99 time.Duration
+			for _, h := range hops {
+				l, err := measure(n, h)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sum50 += l.pct(0.5)
+				sum99 += l.pct(0.99)
+			}
+			l, err := measure(n, full)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p50r = append(p50r, float64(l.pct(0.5))/float64(sum50))
+			p99r = append(p99r, float64(l.pct(0.99))/float64(sum99))
+			fullP50, fullP99 = append(fullP50, ms(l.pct(0.5))), append(fullP99, ms(l.pct(0.99)))
+			hopP50, hopP99 = append(hopP50, ms(sum50)), append(hopP99, ms(sum99))
+			b.Logf("round %d: full p50 %.3f ms p99 %.3f ms; raw hops p50 %.3f ms p99 %.3f ms", round, ms(l.pct(0.5)), ms(l.pct(0.99)), ms(sum50), ms(sum99))
+		}
+	}
+	b.ReportMetric(median(fullP50), "p50_ms")
+	b.ReportMetric(median(fullP99), "p99_ms")
+	b.ReportMetric(median(hopP50), "hops_p50_ms")
+	b.ReportMetric(median(hopP99), "hops_p99_ms")
+	b.ReportMetric(median(p50r), "p50_ratio")
+	b.ReportMetric(median(p99r), "p99_ratio")
+}
+
+func concurrent(clients int, d time.Duration, f func() error) (float64, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if err := f(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return float64(n.Load()) / d.Seconds(), nil
+}
+
+func BenchmarkConcurrentQueries(b *testing.B) {
+	s := newSystem(b, options{gatewayCfg: gatewayCfg(), brokerCfg: querybroker.Config{MaxQueriesPerTenant: 64, MaxQueriesPerSatellite: 64}})
+	s.startSatellite(satOptions{name: "edge-1"})
+	raw := startRawRelay(b, s)
+	ctx := context.Background()
+	q := s.query("tenant-a")
+	opts, _ := connectclient.Options(nil)
+	rawQ := queryv1connect.NewQueryServiceClient(connectclient.HTTPClient(nil), raw.urlA, opts...)
+	full := func() error {
+		st, err := q.ExecuteQuery(ctx, one("edge-1", "SELECT 1"))
+		if err != nil {
+			return err
+		}
+		_, err = collect(st, false, nil)
+		return err
+	}
+	rawF := func() error {
+		_, err := raw.query(ctx, rawQ, "1:8")
+		return err
+	}
+	var ratios, fulls, raws []float64
+	for range b.N {
+		for round := range 3 {
+			r, err := concurrent(8, 3*time.Second, rawF)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := concurrent(8, 3*time.Second, full)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("round %d: full %.0f q/s, raw relay %.0f q/s", round, f, r)
+			ratios, fulls, raws = append(ratios, f/r), append(fulls, f), append(raws, r)
+		}
+	}
+	b.ReportMetric(median(fulls), "queries/s")
+	b.ReportMetric(median(raws), "relay_queries/s")
+	b.ReportMetric(median(ratios), "ratio")
+}
+
+func BenchmarkStreaming(b *testing.B) {
+	for _, size := range []int{4 << 10, 64 << 10} {
+		b.Run(fmt.Sprintf("batch=%dKiB", size>>10), func(b *testing.B) {
+			s := newSystem(b, options{brokerCfg: querybroker.Config{MaxBatchBytes: size}})
+			s.startSatellite(satOptions{name: "edge-1"})
+			raw := startRawRelay(b, s)
+			ctx := context.Background()
+			q := s.query("tenant-a")
+			opts, _ := connectclient.Options(nil)
+			rawQ := queryv1connect.NewQueryServiceClient(connectclient.HTTPClient(nil), raw.urlA, opts...)
+			const total = 128 << 20
+			// Rows of ~1 KiB text: the satellite packs them into batches of
+			// at most `size` bytes.
+			rows := total / 1024
+			sql := fmt.Sprintf("SELECT repeat('x', 1020) AS s FROM range(%d)", rows)
+			var ratios, fulls, raws []float64
+			for range b.N {
+				for round := range 3 {
+					start := time.Now()
+					n, err := raw.query(ctx, rawQ, fmt.Sprintf("%d:%d", total/size, size))
+					if err != nil {
+						b.Fatal(err)
+					}
+					rawMBs := float64(n) / (1 << 20) / time.Since(start).Seconds()
+					start = time.Now()
+					st, err := q.ExecuteQuery(ctx, one("edge-1", sql))
+					if err != nil {
+						b.Fatal(err)
+					}
+					var got int64
+					for st.Receive() {
+						for _, v := range st.Msg().GetBatch().GetColumns() {
+							for _, x := range v.GetStrings().GetValues() {
+								got += int64(len(x))
+							}
+						}
+					}
+					if err := st.Err(); err != nil {
+						b.Fatal(err)
+					}
+					fullMBs := float64(got) / (1 << 20) / time.Since(start).Seconds()
+					b.Logf("round %d: full %.1f MB/s (%d MB), raw relay %.1f MB/s", round, fullMBs, got>>20, rawMBs)
+					ratios, fulls, raws = append(ratios, fullMBs/rawMBs), append(fulls, fullMBs), append(raws, rawMBs)
+				}
+			}
+			b.ReportMetric(median(fulls), "MB/s")
+			b.ReportMetric(median(raws), "relay_MB/s")
+			b.ReportMetric(median(ratios), "ratio")
+		})
+	}
+}
+
+// BenchmarkMillionRows: a 1M-row result end to end against the larger of
+// the satellite's local execution of the same SQL and the raw relay's
+// transfer of the same bytes in the same batch size.
+func BenchmarkMillionRows(b *testing.B) {
+	s := newSystem(b, options{})
+	sat := s.startSatellite(satOptions{name: "edge-1"})
+	raw := startRawRelay(b, s)
+	ctx := context.Background()
+	q := s.query("tenant-a")
+	opts, _ := connectclient.Options(nil)
+	rawQ := queryv1connect.NewQueryServiceClient(connectclient.HTTPClient(nil), raw.urlA, opts...)
+	const sql = "SELECT i, i * 0.5 AS half, 'row-' || i::VARCHAR AS label FROM range(1000000) t(i)"
+	var ratios, fulls, locals, relays []float64
+	for range b.N {
+		for round := range 3 {
+			start := time.Now()
+			_, bytes, err := sat.agent.RunLocal(ctx, sql, querybroker.DefaultMaxBatchBytes)
+			if err != nil {
+				b.Fatal(err)
+			}
+			local := time.Since(start)
+			frames := int(bytes/int64(querybroker.DefaultMaxBatchBytes)) + 1
+			start = time.Now()
+			if _, err := raw.query(ctx, rawQ, fmt.Sprintf("%d:%d", frames, querybroker.DefaultMaxBatchBytes)); err != nil {
+				b.Fatal(err)
+			}
+			relay := time.Since(start)
+			start = time.Now()
+			st, err := q.ExecuteQuery(ctx, one("edge-1", sql))
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, err := collect(st, false, nil)
+			if err != nil || r.summary.Rows != 1000000 {
+				b.Fatalf("%v %v", r.summary, err)
+			}
+			full := time.Since(start)
+			base := max(local, relay)
+			b.Logf("round %d: end to end %v; local execution %v, relay transfer of %d MB %v", round, full.Round(time.Millisecond), local.Round(time.Millisecond), bytes>>20, relay.Round(time.Millisecond))
+			ratios, fulls, locals, relays = append(ratios, float64(full)/float64(base)), append(fulls, ms(full)), append(locals, ms(local)), append(relays, ms(relay))
+		}
+	}
+	b.ReportMetric(median(fulls), "e2e_ms")
+	b.ReportMetric(median(locals), "local_ms")
+	b.ReportMetric(median(relays), "relay_ms")
+	b.ReportMetric(median(ratios), "ratio")
+}
