@@ -124,7 +124,9 @@ type relayB struct {
 
 func (b *relayB) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
 	qid := reqctx.NewID()
-	ch := make(chan *nats.Msg, 64)
+	// No flow control in the baseline: room for every frame up front.
+	frames, _ := parseRawSQL(req.Msg.Sql)
+	ch := make(chan *nats.Msg, frames+2)
 	sub, err := b.nc.ChanSubscribe("raw.reply."+qid, ch)
 	if err != nil {
 		return err
@@ -174,6 +176,9 @@ func (c *relayC) Connect(ctx context.Context, stream *connect.BidiStream[connect
 			return nil
 		}
 		r := m.GetResult()
+		if r == nil {
+			continue
+		}
 		b, _ := proto.Marshal(r)
 		if err := c.nc.Publish("raw.reply."+r.QueryId, b); err != nil {
 			return err

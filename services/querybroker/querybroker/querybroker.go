@@ -39,7 +39,9 @@ const (
 	DefaultMaxFanout              = 1000
 	DefaultTimeout                = 30 * time.Second
 	DefaultMaxTimeout             = 10 * time.Minute
-	DefaultWindow                 = 16
+	DefaultWindowBytes            = 1 << 20
+	MinWindow                     = 4
+	MaxWindow                     = 1024
 	DefaultMaxBatchBytes          = 64 << 10
 	DefaultMaxRows                = 10_000_000
 	DefaultMaxBytes               = 1 << 30
@@ -56,8 +58,11 @@ type Config struct {
 	MaxFanout      int
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
-	// Window is the result frames a satellite may send ahead of the client
-	// (credits); with MaxBatchBytes it bounds memory per satellite.
+	// WindowBytes is how much result data a satellite may send ahead of the
+	// client: Window = WindowBytes / MaxBatchBytes frames of credit (between
+	// MinWindow and MaxWindow), so small batches do not starve a fast link
+	// and memory per satellite stays about WindowBytes.
+	WindowBytes   int
 	Window        int
 	MaxBatchBytes int
 	MaxRows       int64
@@ -73,7 +78,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxFanout, "max-fanout", DefaultMaxFanout, "satellites one selector query may reach")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", DefaultTimeout, "query deadline when the caller gives none")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", DefaultMaxTimeout, "longest query deadline a caller may ask for")
-	fs.IntVar(&c.Window, "credit-window", DefaultWindow, "result frames in flight per satellite (credits)")
+	fs.IntVar(&c.WindowBytes, "credit-window-bytes", DefaultWindowBytes, "result bytes in flight per satellite (credits = this / max-batch-bytes frames)")
 	fs.IntVar(&c.MaxBatchBytes, "max-batch-bytes", DefaultMaxBatchBytes, "largest result batch a satellite sends")
 	fs.Int64Var(&c.MaxRows, "max-result-rows", DefaultMaxRows, "most rows per satellite result")
 	fs.Int64Var(&c.MaxBytes, "max-result-bytes", DefaultMaxBytes, "most bytes per satellite result")
@@ -95,12 +100,13 @@ func (c *Config) defaults() {
 	if c.MaxTimeout <= 0 {
 		c.MaxTimeout = DefaultMaxTimeout
 	}
-	if c.Window < 2 {
-		c.Window = DefaultWindow
-	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
+	if c.WindowBytes <= 0 {
+		c.WindowBytes = DefaultWindowBytes
+	}
+	c.Window = min(max(c.WindowBytes/c.MaxBatchBytes, MinWindow), MaxWindow)
 	if c.MaxRows <= 0 {
 		c.MaxRows = DefaultMaxRows
 	}

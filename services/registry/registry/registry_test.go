@@ -28,7 +28,7 @@ type fixture struct {
 	stop   func()
 }
 
-func start(t *testing.T, nc *nats.Conn, etcd *clientv3.Client, cfg Config) *fixture {
+func start(t testing.TB, nc *nats.Conn, etcd *clientv3.Client, cfg Config) *fixture {
 	t.Helper()
 	svc, err := New(cfg, Deps{NATS: nc, Etcd: etcd})
 	if err != nil {

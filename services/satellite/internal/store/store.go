@@ -26,7 +26,8 @@ import (
 const (
 	DefaultFlushRows     = 8192
 	DefaultFlushInterval = 200 * time.Millisecond
-	DefaultQueueRows     = 1 << 17
+	// QueueBatches bounds batches waiting for a commit; Append blocks beyond.
+	QueueBatches         = 64
 	DefaultMaxAge        = 7 * 24 * time.Hour
 	DefaultMaxStoreBytes = 4 << 30
 	DefaultRetainEvery   = time.Minute
@@ -42,8 +43,6 @@ type Config struct {
 	FlushRows int
 	// FlushInterval: pending rows are committed at least this often.
 	FlushInterval time.Duration
-	// QueueRows bounds rows waiting for a commit; ingest blocks beyond it.
-	QueueRows int
 	// MaxAge: rows older than this are deleted.
 	MaxAge time.Duration
 	// MaxBytes: when the database uses more, the oldest rows are deleted.
@@ -64,9 +63,6 @@ func (c *Config) defaults() {
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = DefaultFlushInterval
-	}
-	if c.QueueRows <= 0 {
-		c.QueueRows = DefaultQueueRows
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = DefaultMaxAge

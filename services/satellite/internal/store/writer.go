@@ -21,8 +21,8 @@ type pending struct {
 
 // Append commits the batch and returns once it is durable (in DuckDB's WAL)
 // or failed. Concurrent callers share commits (group commit): rows are
-// appended through DuckDB's Appender and flushed every FlushRows rows or
-// FlushInterval. It blocks while QueueRows rows are already waiting.
+// appended through DuckDB's Appender and committed as soon as no other batch
+// is queued, or every FlushRows rows. It blocks while 64 batches are queued.
 func (s *Store) Append(ctx context.Context, b *Batch) error {
 	if b.Len() == 0 {
 		return nil
@@ -115,7 +115,9 @@ func (w *writer) run() {
 			}
 			waiting = append(waiting, p)
 			rows += p.batch.Len()
-			if rows >= s.cfg.FlushRows {
+			// Group commit: commit once nobody else is queued (what arrives
+			// meanwhile shares the next commit), or at FlushRows.
+			if rows >= s.cfg.FlushRows || len(s.in) == 0 {
 				commit()
 			}
 		case <-flush.C:
