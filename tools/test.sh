@@ -56,7 +56,7 @@ go test -count=1 ./... 2>&1 | tee "$tmp/gotest.log"
 smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops cleanly on Ctrl-C
   local name=$1; shift
   local dir="$tmp/dev-$name"
-  "$@" dev --data-dir "$dir" --nats-port 0 --etcd-port 0 --etcd-peer-port 0 >"$tmp/$name.log" 2>&1 &
+  "$@" dev --data-dir "$dir" --nats-port 0 --etcd-port 0 --etcd-peer-port 0 --gateway-port 0 >"$tmp/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do
     [ -f "$dir/dev.json" ] && break
@@ -65,6 +65,15 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   done
   [ -f "$dir/dev.json" ] || { cat "$tmp/$name.log"; fail "$name: no dev.json"; }
   grep -q '"nats_url"' "$dir/dev.json" && grep -q '"etcd_endpoints"' "$dir/dev.json" || fail "$name: dev.json incomplete"
+  # The README's promise: orbitctl queries the demo satellites through the gateway.
+  local endpoint key out
+  endpoint=$(sed -n 's/.*"gateway_url": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
+  key=$(sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
+  out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" satellites list) || fail "$name: orbitctl satellites list"
+  [ "$(grep -c HEALTHY <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want 3 HEALTHY demo satellites"; }
+  out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" query --selector env=demo -o csv "SELECT count(*) AS n FROM spans") || fail "$name: orbitctl query"
+  [ "$(grep -c '^demo-[0-9],[1-9]' <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want span counts from 3 satellites"; }
+  echo "$name: 3 demo satellites HEALTHY and answering through the gateway"
   kill -INT $pid
   wait $pid || { cat "$tmp/$name.log"; fail "$name: orbit dev did not stop cleanly"; }
   echo "$name: orbit dev came up, wrote dev.json and stopped cleanly"
@@ -72,6 +81,7 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
 
 step "orbit dev smoke test (go run)"
 go build -o "$tmp/orbit" ./tools/orbit
+go build -o "$tmp/orbitctl" ./tools/orbitctl
 smoke_dev go "$tmp/orbit"
 
 if [ -n "${ORBIT_SKIP_BAZEL:-}" ]; then

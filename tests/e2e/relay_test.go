@@ -265,4 +265,3 @@ func (r *rawRelay) query(ctx context.Context, client queryv1connect.QueryService
 	}
 	return n, stream.Err()
 }
-

@@ -100,11 +100,11 @@ type Info struct {
 	GatewayURL string `json:"gateway_url,omitempty"`
 	// TenantID, APIKey and DeployKey are the bootstrap tenant's (kept in
 	// bootstrap.json, so restarts keep them).
-	TenantID  string `json:"tenant_id,omitempty"`
-	APIKey    string `json:"api_key,omitempty"`
-	DeployKey string `json:"deploy_key,omitempty"`
-	PID       int    `json:"pid"`
-	StartedAt     time.Time         `json:"started_at"`
+	TenantID  string    `json:"tenant_id,omitempty"`
+	APIKey    string    `json:"api_key,omitempty"`
+	DeployKey string    `json:"deploy_key,omitempty"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Stack is a running system.
