@@ -69,7 +69,11 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   local endpoint key out
   endpoint=$(sed -n 's/.*"gateway_url": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
   key=$(sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
-  out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" satellites list) || fail "$name: orbitctl satellites list"
+  for _ in $(seq 1 60); do # satellites link up right after they are healthy locally
+    out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" satellites list) || fail "$name: orbitctl satellites list"
+    [ "$(grep -c HEALTHY <<<"$out")" = 3 ] && break
+    sleep 0.5
+  done
   [ "$(grep -c HEALTHY <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want 3 HEALTHY demo satellites"; }
   out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" query --selector env=demo -o csv "SELECT count(*) AS n FROM spans") || fail "$name: orbitctl query"
   [ "$(grep -c '^demo-[0-9],[1-9]' <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want span counts from 3 satellites"; }
