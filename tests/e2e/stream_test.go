@@ -283,3 +283,19 @@ func TestOneTraceAcrossServices(t *testing.T) {
 	}
 	t.Logf("trace %s in %v", trace, seen)
 }
+
+// TestSatelliteRestartKeepsID: a satellite restarted on its data dir keeps
+// its ID, and its data.
+func TestSatelliteRestartKeepsID(t *testing.T) {
+	s := newSystem(t, options{})
+	a := s.startSatellite(satOptions{name: "edge-1"})
+	id := a.agent.State().SatelliteID
+	a.run.stop(t)
+	b := s.startSatellite(satOptions{name: "edge-1", dir: a.dir})
+	if got := b.agent.State().SatelliteID; got != id {
+		t.Fatalf("ID changed across a restart: %s -> %s", id, got)
+	}
+	testwait.For(t, "edge-1 HEALTHY again", 5*time.Second, func() bool {
+		return s.status("tenant-a", id) == registryv1.SatelliteStatus_SATELLITE_STATUS_HEALTHY
+	})
+}

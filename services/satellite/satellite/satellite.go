@@ -179,6 +179,7 @@ type Agent struct {
 	mu    sync.Mutex
 	state State
 	link  *linkState
+	lines *lineIngest
 }
 
 // State is what the agent persists about its enrolment (state.json).
@@ -304,6 +305,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 		return errors.Join(err, a.store.Close())
 	}
+	a.mu.Lock()
+	a.lines = ing
+	a.mu.Unlock()
 	err = a.srv.Run(ctx)
 	stop()
 	ing.close()
