@@ -198,7 +198,7 @@ func (s *Server) Handle(path string, h http.Handler) {
 	if name := strings.Trim(path, "/"); name != "" && !strings.Contains(name, "/") {
 		s.services = append(s.services, name)
 	}
-	s.mux.Handle(path, h)
+	s.mux.Handle(path, corked(h))
 }
 
 // HandleHTTP mounts a plain HTTP handler (the web UI, OTLP ingest) that is not

@@ -6,6 +6,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/orbitplane/orbit/libs/connectserver"
+
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
@@ -49,13 +51,48 @@ func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv
 		return forward(err)
 	}
 	defer up.Close()
-	for up.Receive() {
-		if err := stream.Send(up.Msg()); err != nil {
+	return relay(ctx, up, stream)
+}
+
+// relay copies a server stream. Messages that arrived together leave
+// together: a burst is sent corked and flushed once, when no further message
+// is ready.
+func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], down *connect.ServerStream[T]) error {
+	msgs := make(chan *T, 16)
+	var upErr error
+	go func() {
+		defer close(msgs)
+		for up.Receive() {
+			select {
+			case msgs <- up.Msg():
+			case <-ctx.Done():
+				return
+			}
+		}
+		upErr = up.Err()
+	}()
+	for m := range msgs {
+		uncork := connectserver.Cork(ctx)
+		err := down.Send(m)
+	burst:
+		for err == nil {
+			select {
+			case next, ok := <-msgs:
+				if !ok {
+					break burst
+				}
+				err = down.Send(next)
+			default:
+				break burst
+			}
+		}
+		uncork()
+		if err != nil {
 			return err
 		}
 	}
-	if err := up.Err(); err != nil {
-		return forward(err)
+	if upErr != nil {
+		return forward(upErr)
 	}
 	return nil
 }

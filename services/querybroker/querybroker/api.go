@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orbitplane/orbit/libs/colbatch"
+	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
@@ -208,6 +209,9 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 	}
 	wg.Wait()
 
+	// The closing messages leave in one write.
+	uncork := connectserver.Cork(ctx)
+	defer uncork()
 	summary := &queryv1.QuerySummary{QueryId: queryID, SatellitesTotal: int32(len(sats)), Elapsed: durationpb.New(time.Since(start))}
 	for i, res := range results {
 		s.m.outcomes.WithLabelValues(res.Outcome.String()).Inc()

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
@@ -110,40 +111,49 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frames: %v", err)
 		}
 		p.s.m.bytes.Add(float64(len(m.Data)))
-		for _, f := range fs.Frames {
-			if f.QueryId != p.queryID || f.Seq != next {
-				cancelSatellite("lost frame")
-				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "result frame %d arrived when %d was expected: a frame was lost", f.Seq, next)
-			}
-			next++
-			p.s.m.frames.Inc()
-			switch k := f.Kind.(type) {
-			case *queryv1.ResultFrame_Schema:
-				err = h.schema(k.Schema)
-			case *queryv1.ResultFrame_Batch:
-				rows += k.Batch.NumRows
-				bytes += int64(proto.Size(k.Batch))
-				err = h.batch(k.Batch)
-			case *queryv1.ResultFrame_End:
-				res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
-				return outcome{result: res}
-			case *queryv1.ResultFrame_Error:
-				o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
-				switch k.Error.Code {
-				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
-					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE
-				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
-					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT
-				case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
-					o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED
+		// The frames of one message reach the client in one write.
+		o, done := func() (outcome, bool) {
+			uncork := connectserver.Cork(ctx)
+			defer uncork()
+			for _, f := range fs.Frames {
+				if f.QueryId != p.queryID || f.Seq != next {
+					cancelSatellite("lost frame")
+					return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "result frame %d arrived when %d was expected: a frame was lost", f.Seq, next), true
 				}
-				return outcome{result: &queryv1.SatelliteResult{Outcome: o, Rows: rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Error: k.Error}}
+				next++
+				p.s.m.frames.Inc()
+				switch k := f.Kind.(type) {
+				case *queryv1.ResultFrame_Schema:
+					err = h.schema(k.Schema)
+				case *queryv1.ResultFrame_Batch:
+					rows += k.Batch.NumRows
+					bytes += int64(proto.Size(k.Batch))
+					err = h.batch(k.Batch)
+				case *queryv1.ResultFrame_End:
+					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
+					return outcome{result: res}, true
+				case *queryv1.ResultFrame_Error:
+					o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
+					switch k.Error.Code {
+					case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
+						o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE
+					case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
+						o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_TIMEOUT
+					case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
+						o = queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED
+					}
+					return outcome{result: &queryv1.SatelliteResult{Outcome: o, Rows: rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Error: k.Error}}, true
+				}
+				if err != nil {
+					cancelSatellite("client gone")
+					return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err), true
+				}
+				consumed++
 			}
-			if err != nil {
-				cancelSatellite("client gone")
-				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err)
-			}
-			consumed++
+			return outcome{}, false
+		}()
+		if done {
+			return o
 		}
 		// The frames reached the client: the satellite may send more.
 		// Credits go back in half-window lumps to keep control traffic low.
