@@ -289,6 +289,19 @@ func (l *link) publish(rs *queryv1.ResultFrames, reply string) {
 	l.s.m.frames.WithLabelValues("up").Add(float64(len(rs.Frames)))
 }
 
+// validReply accepts reply.<query-id> or reply.<broker>.<query-id>.
+func validReply(subject, queryID string) bool {
+	rest, ok := strings.CutPrefix(subject, ReplySubjectPrefix)
+	if !ok || strings.ContainsAny(rest, " *>\t\r\n") {
+		return false
+	}
+	if rest == queryID {
+		return true
+	}
+	broker, id, ok := strings.Cut(rest, ".")
+	return ok && broker != "" && id == queryID
+}
+
 // onDown forwards a query, credit or cancel from NATS to the satellite.
 func (l *link) onDown(msg *nats.Msg) {
 	var m connectorv1.ConnectResponse
@@ -298,8 +311,8 @@ func (l *link) onDown(msg *nats.Msg) {
 	}
 	if q := m.GetQuery(); q != nil {
 		ctx := reqctx.FromCarrier(context.Background(), m.Context)
-		reply := ReplySubjectPrefix + q.QueryId
-		if q.QueryId == "" || strings.ContainsAny(q.QueryId, " .*>\t\r\n") || q.ReplySubject != reply {
+		reply := q.ReplySubject
+		if q.QueryId == "" || strings.ContainsAny(q.QueryId, " .*>\t\r\n") || !validReply(reply, q.QueryId) {
 			l.s.log.WarnContext(ctx, "query with a bad ID or reply subject refused", "query_id", q.QueryId)
 			return
 		}

@@ -60,16 +60,12 @@ func (p *part) publish(ctx context.Context, m *connectorv1.ConnectResponse, repl
 func (p *part) run(ctx context.Context, h handler) outcome {
 	start := time.Now()
 	window := p.s.cfg.Window
-	reply := connector.ReplySubjectPrefix + p.queryID
 	// Room for a full window plus the end frame and a no-responders status:
-	// with credits, NATS never has more than this in flight for us.
-	ch := make(chan *nats.Msg, window+4)
-	sub, err := p.s.nc.ChanSubscribe(reply, ch)
-	if err != nil {
-		return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "subscribe: %v", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(window+4, -1)
+	// with credits, NATS never has more than this in flight for us. The
+	// broker's one reply subscription is already in place, so it precedes
+	// the publish below.
+	reply, ch, release := p.s.replies.register(p.queryID, window+4)
+	defer release()
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -94,6 +90,10 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 		var m *nats.Msg
 		select {
 		case m = <-ch:
+			if m == nil { // more frames than credits: the satellite broke the protocol
+				cancelSatellite("flow control violated")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_LOST_FRAME, "the satellite sent more frames than it had credits for")
+			}
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				cancelSatellite("deadline")
@@ -122,6 +122,7 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 				}
 				next++
 				p.s.m.frames.Inc()
+				var err error
 				switch k := f.Kind.(type) {
 				case *queryv1.ResultFrame_Schema:
 					err = h.schema(k.Schema)

@@ -141,7 +141,8 @@ type Service struct {
 	srv      *connectserver.Server
 	registry registryv1connect.RegistryServiceClient
 
-	sats *satCache
+	sats    *satCache
+	replies *replies
 
 	mu          sync.Mutex
 	perTenant   map[string]int
@@ -182,7 +183,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: deps.Logger, nc: deps.NATS, srv: srv,
 		registry:  registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
-		perTenant: map[string]int{}, perSatelite: map[string]int{}, sats: newSatCache(),
+		perTenant: map[string]int{}, perSatelite: map[string]int{}, sats: newSatCache(), replies: newReplies(),
 	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": cfg.Server.Service}, srv.Registry())
 	s.m = metrics{
@@ -211,6 +212,12 @@ func (s *Service) Run(ctx context.Context) error {
 	bg, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { s.sats.run(bg, s); close(done) }()
+	if err := s.replies.start(s.nc); err != nil {
+		stop()
+		<-done
+		return err
+	}
+	defer s.replies.stop()
 	err := s.srv.Run(ctx)
 	stop()
 	<-done
