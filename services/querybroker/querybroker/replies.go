@@ -19,11 +19,17 @@ type replies struct {
 	sub    *nats.Subscription
 
 	mu      sync.Mutex
-	waiting map[string]chan *nats.Msg
+	waiting map[string]*waiter
+}
+
+type waiter struct {
+	ch       chan *nats.Msg
+	size     int
+	overflow bool
 }
 
 func newReplies() *replies {
-	return &replies{prefix: connector.ReplySubjectPrefix + reqctx.NewID()[:12] + ".", waiting: map[string]chan *nats.Msg{}}
+	return &replies{prefix: connector.ReplySubjectPrefix + reqctx.NewID()[:12] + ".", waiting: map[string]*waiter{}}
 }
 
 func (r *replies) start(nc *nats.Conn) error {
@@ -47,9 +53,10 @@ func (r *replies) stop() {
 // messages arrive on. A query that overruns its channel (more frames than
 // credits) gets a nil message and fails; nothing blocks the dispatcher.
 func (r *replies) register(queryID string, size int) (string, chan *nats.Msg, func()) {
+	// One slot more than messages may use: room for the overflow marker.
 	ch := make(chan *nats.Msg, size+1)
 	r.mu.Lock()
-	r.waiting[queryID] = ch
+	r.waiting[queryID] = &waiter{ch: ch, size: size}
 	r.mu.Unlock()
 	return r.prefix + queryID, ch, func() {
 		r.mu.Lock()
@@ -61,17 +68,15 @@ func (r *replies) register(queryID string, size int) (string, chan *nats.Msg, fu
 func (r *replies) dispatch(m *nats.Msg) {
 	id := strings.TrimPrefix(m.Subject, r.prefix)
 	r.mu.Lock()
-	ch, ok := r.waiting[id]
-	r.mu.Unlock()
-	if !ok {
-		return // the query ended (canceled, timed out); late frames are moot
+	defer r.mu.Unlock()
+	w, ok := r.waiting[id]
+	if !ok || w.overflow {
+		return // the query ended (canceled, timed out) or failed; late frames are moot
 	}
-	select {
-	case ch <- m:
-	default:
-		select {
-		case ch <- nil:
-		default:
-		}
+	if len(w.ch) < w.size {
+		w.ch <- m
+		return
 	}
+	w.overflow = true
+	w.ch <- nil // the reserved slot
 }
