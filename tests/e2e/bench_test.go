@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/orbitplane/orbit/libs/connectclient"
+	"github.com/orbitplane/orbit/libs/testing/testbench"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
@@ -49,13 +50,6 @@ func measure(n int, f func() error) (latencies, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-// median of three rounds.
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 // gatewayCfg lifts the per-tenant rate limits so they do not cap a
 // benchmark.
@@ -129,12 +123,12 @@ func BenchmarkTinyQuery(b *testing.B) {
 			b.Logf("round %d: full p50 %.3f ms p99 %.3f ms; raw hops p50 %.3f ms p99 %.3f ms", round, ms(l.pct(0.5)), ms(l.pct(0.99)), ms(sum50), ms(sum99))
 		}
 	}
-	b.ReportMetric(median(fullP50), "p50_ms")
-	b.ReportMetric(median(fullP99), "p99_ms")
-	b.ReportMetric(median(hopP50), "hops_p50_ms")
-	b.ReportMetric(median(hopP99), "hops_p99_ms")
-	b.ReportMetric(median(p50r), "p50_ratio")
-	b.ReportMetric(median(p99r), "p99_ratio")
+	b.ReportMetric(testbench.Median(fullP50), "p50_ms")
+	b.ReportMetric(testbench.Median(fullP99), "p99_ms")
+	b.ReportMetric(testbench.Median(hopP50), "hops_p50_ms")
+	b.ReportMetric(testbench.Median(hopP99), "hops_p99_ms")
+	b.ReportMetric(testbench.Median(p50r), "p50_ratio")
+	b.ReportMetric(testbench.Median(p99r), "p99_ratio")
 }
 
 func concurrent(clients int, d time.Duration, f func() error) (float64, error) {
@@ -197,9 +191,9 @@ func BenchmarkConcurrentQueries(b *testing.B) {
 			ratios, fulls, raws = append(ratios, f/r), append(fulls, f), append(raws, r)
 		}
 	}
-	b.ReportMetric(median(fulls), "queries/s")
-	b.ReportMetric(median(raws), "relay_queries/s")
-	b.ReportMetric(median(ratios), "ratio")
+	b.ReportMetric(testbench.Median(fulls), "queries/s")
+	b.ReportMetric(testbench.Median(raws), "relay_queries/s")
+	b.ReportMetric(testbench.Median(ratios), "ratio")
 }
 
 func BenchmarkStreaming(b *testing.B) {
@@ -247,9 +241,9 @@ func BenchmarkStreaming(b *testing.B) {
 					ratios, fulls, raws = append(ratios, fullMBs/rawMBs), append(fulls, fullMBs), append(raws, rawMBs)
 				}
 			}
-			b.ReportMetric(median(fulls), "MB/s")
-			b.ReportMetric(median(raws), "relay_MB/s")
-			b.ReportMetric(median(ratios), "ratio")
+			b.ReportMetric(testbench.Median(fulls), "MB/s")
+			b.ReportMetric(testbench.Median(raws), "relay_MB/s")
+			b.ReportMetric(testbench.Median(ratios), "ratio")
 		})
 	}
 }
@@ -296,8 +290,8 @@ func BenchmarkMillionRows(b *testing.B) {
 			ratios, fulls, locals, relays = append(ratios, float64(full)/float64(base)), append(fulls, ms(full)), append(locals, ms(local)), append(relays, ms(relay))
 		}
 	}
-	b.ReportMetric(median(fulls), "e2e_ms")
-	b.ReportMetric(median(locals), "local_ms")
-	b.ReportMetric(median(relays), "relay_ms")
-	b.ReportMetric(median(ratios), "ratio")
+	b.ReportMetric(testbench.Median(fulls), "e2e_ms")
+	b.ReportMetric(testbench.Median(locals), "local_ms")
+	b.ReportMetric(testbench.Median(relays), "relay_ms")
+	b.ReportMetric(testbench.Median(ratios), "ratio")
 }

@@ -310,12 +310,12 @@ func (s *system) startSatellite(o satOptions) *sat {
 
 func (s *system) query(tenant string) queryv1connect.QueryServiceClient {
 	opts, _ := connectclient.Options(nil)
-	return queryv1connect.NewQueryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(bearer(s.tenants[tenant].APIKey)))...)
+	return queryv1connect.NewQueryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(connectclient.Bearer(s.tenants[tenant].APIKey)))...)
 }
 
 func (s *system) satellites(tenant string) registryv1connect.RegistryServiceClient {
 	opts, _ := connectclient.Options(nil)
-	return registryv1connect.NewRegistryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(bearer(s.tenants[tenant].APIKey)))...)
+	return registryv1connect.NewRegistryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(connectclient.Bearer(s.tenants[tenant].APIKey)))...)
 }
 
 func (s *system) status(tenant, id string) registryv1.SatelliteStatus {
@@ -324,29 +324,6 @@ func (s *system) status(tenant, id string) registryv1.SatelliteStatus {
 		return registryv1.SatelliteStatus_SATELLITE_STATUS_UNSPECIFIED
 	}
 	return resp.Msg.Satellite.Status
-}
-
-type bearerInterceptor string
-
-func bearer(key string) connect.Interceptor { return bearerInterceptor(key) }
-
-func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }
 
 // result is a whole query answer as a client sees it.

@@ -172,11 +172,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := deps.HTTPClient
-	if hc == nil {
-		hc = connectclient.HTTPClient(nil)
-	}
-	opts, err := connectclient.Options(deps.TracerProvider)
+	hc, opts, err := connectclient.For(deps.HTTPClient, deps.TracerProvider)
 	if err != nil {
 		return nil, err
 	}

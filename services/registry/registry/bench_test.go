@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orbitplane/orbit/libs/etcdkv"
+	"github.com/orbitplane/orbit/libs/testing/testbench"
 	"github.com/orbitplane/orbit/libs/testing/testetcd"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
@@ -108,21 +109,9 @@ func BenchmarkHeartbeats(b *testing.B) {
 		if steady != 0 {
 			b.Fatalf("steady-state heartbeats wrote to etcd (%d revisions)", steady)
 		}
-		b.ReportMetric(medianF(rates), "heartbeats/s")
-		b.ReportMetric(medianF(cpus), "process_cores")
+		b.ReportMetric(testbench.Median(rates), "heartbeats/s")
+		b.ReportMetric(testbench.Median(cpus), "process_cores")
 		b.ReportMetric(float64(steady), "steady_etcd_txns")
 		b.ReportMetric(float64(changed), "etcd_txns_per_1000_changes")
 	}
-}
-
-func medianF(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
 }

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -243,12 +242,8 @@ func TestHeartbeatsDoNotWriteEtcd(t *testing.T) {
 	f.heartbeat(t, hbs...)
 	testwait.For(t, "address change written", 2*time.Second, func() bool {
 		var sat registryv1.Satellite
-		_, err := f.etcd.Get(context.Background(), SatellitePrefix+ids[49])
-		if err != nil {
-			return false
-		}
-		r, _ := f.etcd.Get(context.Background(), SatellitePrefix+ids[49])
-		return len(r.Kvs) == 1 && proto.Unmarshal(r.Kvs[0].Value, &sat) == nil && sat.Address == "10.1.1.1:1"
+		r, err := f.etcd.Get(context.Background(), SatellitePrefix+ids[49])
+		return err == nil && len(r.Kvs) == 1 && proto.Unmarshal(r.Kvs[0].Value, &sat) == nil && sat.Address == "10.1.1.1:1"
 	})
 	if d := rev() - before; d != 1 {
 		t.Fatalf("50 changes took %d etcd revisions; want 1 transaction", d)
@@ -356,8 +351,5 @@ func TestSlowWatcherIsClosedNotSkipped(t *testing.T) {
 	}
 	if connect.CodeOf(stream.Err()) != connect.CodeResourceExhausted {
 		t.Fatalf("after %d events: %v", n, stream.Err())
-	}
-	if errors.Is(stream.Err(), context.Canceled) {
-		t.Fatal("canceled instead of closed")
 	}
 }

@@ -33,7 +33,7 @@ func (l *linkState) send(m *connectorv1.ConnectRequest) error {
 	return l.stream.Send(m)
 }
 
-// errPermanent marks link failures that retrying at full speed cannot fix.
+// linkError is the reason the connector gave for closing the link.
 type linkError struct {
 	code connectorv1.LinkErrorCode
 	msg  string
@@ -46,11 +46,11 @@ func (e *linkError) Error() string {
 // linkLoop dials the connector until ctx ends, with exponential backoff and
 // full jitter between attempts; a link that registered resets the backoff.
 func (a *Agent) linkLoop(ctx context.Context) {
-	hc := a.deps.HTTPClient
-	if hc == nil {
-		hc = connectclient.HTTPClient(nil)
+	hc, opts, err := connectclient.For(a.deps.HTTPClient, a.deps.TracerProvider)
+	if err != nil {
+		a.log.Error("link client", "error", err)
+		return
 	}
-	opts, _ := connectclient.Options(a.deps.TracerProvider)
 	client := connectorv1connect.NewLinkServiceClient(hc, a.cfg.ConnectorURL, opts...)
 	backoff := a.cfg.BackoffMin
 	for ctx.Err() == nil {

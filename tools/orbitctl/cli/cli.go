@@ -78,7 +78,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 	if *apiKey == "" && rest[0] != "help" {
 		return errors.New("no API key: pass --api-key or set ORBIT_API_KEY (orbit dev prints one)")
 	}
-	c := newClients(*endpoint, *apiKey, env.HTTPClient)
+	c, err := newClients(*endpoint, *apiKey, env.HTTPClient)
+	if err != nil {
+		return err
+	}
 	switch rest[0] {
 	case "satellites", "satellite", "sats":
 		if len(rest) < 2 {
@@ -114,17 +117,18 @@ type clients struct {
 	gateway    gatewayv1connect.GatewayServiceClient
 }
 
-func newClients(endpoint, key string, hc *http.Client) *clients {
-	if hc == nil {
-		hc = connectclient.HTTPClient(nil)
+func newClients(endpoint, key string, hc *http.Client) (*clients, error) {
+	hc, opts, err := connectclient.For(hc, nil)
+	if err != nil {
+		return nil, err
 	}
 	endpoint = strings.TrimRight(endpoint, "/")
-	opts := []connect.ClientOption{connect.WithInterceptors(bearer(key))}
+	opts = append(opts, connect.WithInterceptors(connectclient.Bearer(key)))
 	return &clients{
 		query:      queryv1connect.NewQueryServiceClient(hc, endpoint, opts...),
 		satellites: registryv1connect.NewRegistryServiceClient(hc, endpoint, opts...),
 		gateway:    gatewayv1connect.NewGatewayServiceClient(hc, endpoint, opts...),
-	}
+	}, nil
 }
 
 // explain makes API errors read well on a terminal.
@@ -247,27 +251,4 @@ func satellitesGet(ctx context.Context, c *clients, args []string, env Env) erro
 		return err
 	}
 	return w.close()
-}
-
-type bearerInterceptor string
-
-func bearer(key string) connect.Interceptor { return bearerInterceptor(key) }
-
-func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }

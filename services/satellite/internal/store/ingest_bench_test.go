@@ -11,6 +11,8 @@ import (
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/orbitplane/orbit/libs/testing/testbench"
 )
 
 // BenchmarkIngest compares the store's ingest path (Append: batches from
@@ -94,19 +96,7 @@ func BenchmarkIngest(b *testing.B) {
 			ratios, raws, stores = append(ratios, st/raw), append(raws, raw), append(stores, st)
 		}
 	}
-	b.ReportMetric(median(stores), "rows/s")
-	b.ReportMetric(median(raws), "raw_rows/s")
-	b.ReportMetric(median(ratios), "ratio")
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
+	b.ReportMetric(testbench.Median(stores), "rows/s")
+	b.ReportMetric(testbench.Median(raws), "raw_rows/s")
+	b.ReportMetric(testbench.Median(ratios), "ratio")
 }
