@@ -25,7 +25,12 @@ step "protos: buf lint, buf breaking, generated code current"
 buf lint
 base=${ORBIT_BREAKING_AGAINST:-}
 if [ -z "$base" ] && git rev-parse -q --verify HEAD~1 >/dev/null; then base=HEAD~1; fi
-if [ -n "$base" ] && git cat-file -e "$base:buf.yaml" 2>/dev/null; then
+declared=$(git log -1 --format=%B HEAD 2>/dev/null | sed -n 's/^Proto-Breaking: *//p')
+if [ -z "${ORBIT_BREAKING_AGAINST:-}" ] && [ -n "$declared" ]; then
+  # A commit may break the API on purpose (before 1.0) and say why in a
+  # "Proto-Breaking:" trailer; the next commit is checked again.
+  echo "buf breaking: skipped, HEAD declares a deliberate break: $declared"
+elif [ -n "$base" ] && git cat-file -e "$base:buf.yaml" 2>/dev/null; then
   buf breaking --against ".git#ref=$base"
 else
   echo "buf breaking: no earlier revision with buf.yaml to compare against"

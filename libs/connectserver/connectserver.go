@@ -78,6 +78,10 @@ type Config struct {
 	DistrustRemoteTrace bool
 	// TLS, if set, serves HTTPS (HTTP/2 and HTTP/1.1) instead of h2c.
 	TLS *tls.Config
+	// SelfLogged names procedures whose handlers write their own line when
+	// they finish; the generic request line is then at debug level, so one
+	// request is one info line. Failures are logged as usual.
+	SelfLogged []string
 }
 
 func (c *Config) setDefaults() {
@@ -174,7 +178,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.opts = []connect.HandlerOption{
-		connect.WithInterceptors(otel, reqctx.ServerInterceptor(), m.interceptor(), &logInterceptor{log: log}),
+		connect.WithInterceptors(otel, reqctx.ServerInterceptor(), m.interceptor(), newLogInterceptor(log, cfg.SelfLogged)),
 		connect.WithReadMaxBytes(cfg.ReadMaxBytes),
 		connect.WithSendMaxBytes(cfg.SendMaxBytes),
 		connect.WithCompressMinBytes(cfg.CompressMinBytes),

@@ -84,12 +84,26 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 
 // logInterceptor writes one line per finished request, with the context
 // object (the obslog handler adds it from ctx).
-type logInterceptor struct{ log *slog.Logger }
+type logInterceptor struct {
+	log   *slog.Logger
+	quiet map[string]bool // logged at debug when they succeed
+}
+
+func newLogInterceptor(log *slog.Logger, selfLogged []string) *logInterceptor {
+	l := &logInterceptor{log: log, quiet: map[string]bool{"/grpc.health.v1.Health/Check": true}}
+	for _, p := range selfLogged {
+		l.quiet[p] = true
+	}
+	return l
+}
 
 func (l *logInterceptor) done(ctx context.Context, procedure string, start time.Time, err error) {
 	level := slog.LevelInfo
-	if procedure == "/grpc.health.v1.Health/Check" {
+	if l.quiet[procedure] && err == nil {
 		level = slog.LevelDebug
+		if !l.log.Enabled(ctx, level) {
+			return
+		}
 	}
 	attrs := []any{"event", "rpc.done", "procedure", procedure, "code", codeOf(err), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
 	if err != nil {

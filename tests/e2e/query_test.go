@@ -73,6 +73,10 @@ func TestThreeSatellitesAndFanout(t *testing.T) {
 	if r.rows[id2] != 5 || r.summary.SatellitesOk != 1 || r.summary.Partial {
 		t.Fatalf("single: rows %v summary %v", r.rows, r.summary)
 	}
+	// A small answer is one message: schema, batch, satellite_done, summary.
+	if r.messages != 1 || r.done[id2].GetOutcome() != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
+		t.Fatalf("single: %d messages, done %v", r.messages, r.done[id2])
+	}
 	row := colbatch.Rows(r.values[id2][0])[3]
 	if row[0] != "hello" || row[1] != int64(42) || row[2] != int64(3) {
 		t.Fatalf("row 3 = %v", row)
@@ -90,7 +94,7 @@ func TestThreeSatellitesAndFanout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.rows) != 3 || r.summary.SatellitesTotal != 3 || r.summary.SatellitesOk != 3 || r.summary.Rows != 3000 {
+	if len(r.rows) != 3 || len(r.done) != 3 || r.summary.SatellitesTotal != 3 || r.summary.SatellitesOk != 3 || r.summary.Rows != 3000 {
 		t.Fatalf("fan-out: rows %v summary %v", r.rows, r.summary)
 	}
 	for name, st := range sats {

@@ -149,7 +149,7 @@ func (b *relayB) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.
 			if f.GetEnd() != nil {
 				return nil
 			}
-			if err := stream.Send(&queryv1.ExecuteQueryResponse{Kind: &queryv1.ExecuteQueryResponse_Batch{Batch: f.GetBatch()}}); err != nil {
+			if err := stream.Send(&queryv1.ExecuteQueryResponse{Batch: f.GetBatch()}); err != nil {
 				return err
 			}
 		}

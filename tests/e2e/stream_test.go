@@ -258,7 +258,7 @@ func TestOneTraceAcrossServices(t *testing.T) {
 			if json.Unmarshal([]byte(line), &rec) != nil {
 				continue
 			}
-			if rec["event"] == "broker.query_started" {
+			if rec["event"] == "broker.query_finished" {
 				trace, _ = rec["trace_id"].(string)
 			}
 		}

@@ -43,19 +43,29 @@ import (
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 )
 
-// logBuf collects every service's JSON log lines for assertions.
+// logBuf collects every service's JSON log lines for assertions. With a
+// file (benchmarks), lines go there, one write each, as a service's lines go
+// to its stderr in production, instead of growing a buffer in memory.
 type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	file *os.File
+	mu   sync.Mutex
+	buf  bytes.Buffer
 }
 
 func (l *logBuf) Write(p []byte) (int, error) {
+	if l.file != nil {
+		return l.file.Write(p)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
 }
 
 func (l *logBuf) String() string {
+	if l.file != nil {
+		b, _ := os.ReadFile(l.file.Name())
+		return string(b)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
@@ -118,6 +128,7 @@ type options struct {
 	hbInterval time.Duration
 	brokerCfg  querybroker.Config
 	gatewayCfg gateway.Config
+	logFile    bool // logs to a file, not memory (benchmarks)
 }
 
 func logger(l *logBuf, service string) *slog.Logger {
@@ -126,9 +137,6 @@ func logger(l *logBuf, service string) *slog.Logger {
 
 // tracer is a real SDK provider (no exporter), as every binary has.
 func tracer(t testing.TB, service string) trace.TracerProvider {
-	if os.Getenv("NOTRACE") != "" {
-		return nil
-	}
 	tp, err := otelsetup.Setup(context.Background(), otelsetup.Config{Service: service})
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +154,14 @@ func newSystem(t testing.TB, o options) *system {
 		o.hbInterval = 200 * time.Millisecond
 	}
 	s := &system{t: t, logs: &logBuf{}, tenants: map[string]contextstore.Bootstrap{}, client: connectclient.HTTPClient(nil), hbInterval: o.hbInterval}
+	if o.logFile {
+		f, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		s.logs.file = f
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("service logs:\n%s", s.logs.String())
@@ -334,25 +350,41 @@ type result struct {
 	done    map[string]*queryv1.SatelliteResult
 	summary *queryv1.QuerySummary
 	values  map[string][]*queryv1.ColumnBatch
+	// messages is how many stream messages carried the answer.
+	messages int
 }
 
 func collect(stream *connect.ServerStreamForClient[queryv1.ExecuteQueryResponse], keep bool, each func()) (*result, error) {
 	r := &result{schemas: map[string]*queryv1.ResultSchema{}, rows: map[string]int64{}, done: map[string]*queryv1.SatelliteResult{}, values: map[string][]*queryv1.ColumnBatch{}}
 	for stream.Receive() {
 		m := stream.Msg()
-		switch k := m.Kind.(type) {
-		case *queryv1.ExecuteQueryResponse_Schema:
-			r.schemas[m.SatelliteId] = k.Schema
-		case *queryv1.ExecuteQueryResponse_Batch:
-			r.rows[m.SatelliteId] += k.Batch.NumRows
+		r.messages++
+		// The stream's order: per satellite a schema, batches, a done; the
+		// summary last.
+		if r.summary != nil {
+			return r, fmt.Errorf("message %d after the summary", r.messages)
+		}
+		if m.Batch != nil && r.schemas[m.SatelliteId] == nil && m.Schema == nil {
+			return r, fmt.Errorf("satellite %s: batch before its schema", m.SatelliteId)
+		}
+		if (m.Schema != nil || m.Batch != nil) && r.done[m.SatelliteId] != nil {
+			return r, fmt.Errorf("satellite %s: results after its satellite_done", m.SatelliteId)
+		}
+		if m.Schema != nil {
+			r.schemas[m.SatelliteId] = m.Schema
+		}
+		if b := m.Batch; b != nil {
+			r.rows[m.SatelliteId] += b.NumRows
 			r.batches++
 			if keep {
-				r.values[m.SatelliteId] = append(r.values[m.SatelliteId], k.Batch)
+				r.values[m.SatelliteId] = append(r.values[m.SatelliteId], b)
 			}
-		case *queryv1.ExecuteQueryResponse_SatelliteDone:
-			r.done[m.SatelliteId] = k.SatelliteDone
-		case *queryv1.ExecuteQueryResponse_Summary:
-			r.summary = k.Summary
+		}
+		if m.SatelliteDone != nil {
+			r.done[m.SatelliteId] = m.SatelliteDone
+		}
+		if m.Summary != nil {
+			r.summary = m.Summary
 		}
 		if each != nil {
 			each()

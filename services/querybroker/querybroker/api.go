@@ -172,7 +172,7 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 		queryID = reqctx.NewID()
 	}
 	ctx = reqctx.MustWith(ctx, reqctx.Fields{QueryID: queryID})
-	s.log.InfoContext(ctx, "query started", obslog.Event("broker.query_started"), "target", kind, "satellites", len(sats))
+	s.log.DebugContext(ctx, "query started", obslog.Event("broker.query_started"), "target", kind, "satellites", len(sats))
 
 	var sendMu sync.Mutex
 	send := func(m *queryv1.ExecuteQueryResponse) error {
@@ -180,17 +180,24 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
+	// What is left to say when every part has ended: a single-satellite
+	// query's last message (its held-back parts and its satellite_done) and
+	// the satellite_done of satellites that never ran. The summary joins the
+	// last of them.
 	results := make([]*queryv1.SatelliteResult, len(sats))
+	closing := make([]*queryv1.ExecuteQueryResponse, len(sats))
 	var wg sync.WaitGroup
 	for i, sat := range sats {
 		if sat.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
 			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE,
 				"satellite %s is DISCONNECTED: %s", sat.Name, sat.StatusDetail).result
+			closing[i] = &queryv1.ExecuteQueryResponse{SatelliteId: sat.Id, SatelliteDone: results[i]}
 			continue
 		}
 		if !s.acquireSatellite(sat.Id) {
 			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES,
 				"satellite %s runs %d queries through this broker, its limit", sat.Name, s.cfg.MaxQueriesPerSatellite).result
+			closing[i] = &queryv1.ExecuteQueryResponse{SatelliteId: sat.Id, SatelliteDone: results[i]}
 			continue
 		}
 		pid := queryID
@@ -203,16 +210,23 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 			defer wg.Done()
 			defer s.releaseSatellite(sat.Id)
 			pctx := reqctx.MustWith(ctx, reqctx.Fields{Satellite: sat.Id})
-			o := p.run(pctx, &streamHandler{satID: sat.Id, send: send})
+			h := &streamHandler{satID: sat.Id, send: send}
+			o := p.run(pctx, h)
 			results[i] = o.result
+			last := h.take()
+			last.SatelliteDone = o.result
+			if single {
+				closing[i] = last
+				return
+			}
+			// A fan-out reports each satellite as soon as it is done.
+			_ = send(last) // a failed send means the client is gone; ctx says so below
 		}()
 	}
 	wg.Wait()
 
-	// The closing messages leave in one write.
-	uncork := connectserver.Cork(ctx)
-	defer uncork()
 	summary := &queryv1.QuerySummary{QueryId: queryID, SatellitesTotal: int32(len(sats)), Elapsed: durationpb.New(time.Since(start))}
+	var out []*queryv1.ExecuteQueryResponse
 	for i, res := range results {
 		s.m.outcomes.WithLabelValues(res.Outcome.String()).Inc()
 		summary.Rows += res.Rows
@@ -227,8 +241,8 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 			s.log.InfoContext(ctx, "query failed", obslog.Event("broker.query_failed"), "code", res.Error.GetCode().String(), "error", res.Error.GetMessage())
 			return QueryError(res.Error, "")
 		}
-		if err := send(&queryv1.ExecuteQueryResponse{SatelliteId: sats[i].Id, Kind: &queryv1.ExecuteQueryResponse_SatelliteDone{SatelliteDone: res}}); err != nil {
-			return err
+		if closing[i] != nil {
+			out = append(out, closing[i])
 		}
 	}
 	if ctx.Err() != nil {
@@ -242,20 +256,69 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 	s.m.queries.WithLabelValues(kind, result).Inc()
 	s.log.InfoContext(ctx, "query finished", obslog.Event("broker.query_finished"), "rows", summary.Rows, "bytes", summary.Bytes,
 		"satellites_ok", summary.SatellitesOk, "satellites", summary.SatellitesTotal, "elapsed_ms", time.Since(start).Milliseconds())
-	return send(&queryv1.ExecuteQueryResponse{Kind: &queryv1.ExecuteQueryResponse_Summary{Summary: summary}})
+	if len(out) == 0 {
+		out = append(out, &queryv1.ExecuteQueryResponse{})
+	}
+	out[len(out)-1].Summary = summary
+	// The closing messages leave in one write.
+	uncork := connectserver.Cork(ctx)
+	defer uncork()
+	for _, m := range out {
+		if err := send(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
+// streamHandler turns one satellite's frames into response messages: a
+// schema and the batch after it share a message, and what a NATS message
+// brought leaves when run flushes. The last message is held for the
+// satellite_done (take).
 type streamHandler struct {
-	satID string
-	send  func(*queryv1.ExecuteQueryResponse) error
+	satID   string
+	send    func(*queryv1.ExecuteQueryResponse) error
+	pending *queryv1.ExecuteQueryResponse
 }
 
 func (h *streamHandler) schema(s *queryv1.ResultSchema) error {
-	return h.send(&queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Kind: &queryv1.ExecuteQueryResponse_Schema{Schema: s}})
+	if err := h.flush(); err != nil {
+		return err
+	}
+	h.pending = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Schema: s}
+	return nil
 }
 
 func (h *streamHandler) batch(b *queryv1.ColumnBatch) error {
-	return h.send(&queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Kind: &queryv1.ExecuteQueryResponse_Batch{Batch: b}})
+	if h.pending != nil && h.pending.Batch != nil {
+		if err := h.flush(); err != nil {
+			return err
+		}
+	}
+	if h.pending == nil {
+		h.pending = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID}
+	}
+	h.pending.Batch = b
+	return nil
+}
+
+func (h *streamHandler) flush() error {
+	if h.pending == nil {
+		return nil
+	}
+	m := h.pending
+	h.pending = nil
+	return h.send(m)
+}
+
+// take returns the held-back message, or a new one for the satellite.
+func (h *streamHandler) take() *queryv1.ExecuteQueryResponse {
+	m := h.pending
+	h.pending = nil
+	if m == nil {
+		m = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID}
+	}
+	return m
 }
 
 // schemaSQL lists the satellite's tables and columns; it runs over the same
@@ -267,6 +330,7 @@ WHERE c.schema_name = 'main' ORDER BY c.table_name, c.column_index`
 type collect struct{ batches []*queryv1.ColumnBatch }
 
 func (c *collect) schema(*queryv1.ResultSchema) error { return nil }
+func (c *collect) flush() error                       { return nil }
 func (c *collect) batch(b *queryv1.ColumnBatch) error {
 	c.batches = append(c.batches, b)
 	return nil

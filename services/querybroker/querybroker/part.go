@@ -27,11 +27,14 @@ type part struct {
 	timeout time.Duration
 }
 
-// handler receives a part's frames in order. Returning an error cancels the
-// part (the client went away).
+// handler receives a part's frames in order. It may hold them back until
+// flush, which run calls after the frames of each NATS message (not after
+// the last: what is held then leaves with the satellite's result). Returning
+// an error cancels the part (the client went away).
 type handler interface {
 	schema(*queryv1.ResultSchema) error
 	batch(*queryv1.ColumnBatch) error
+	flush() error
 }
 
 // outcome is how a part ended.
@@ -150,6 +153,10 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 					return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err), true
 				}
 				consumed++
+			}
+			if err := h.flush(); err != nil {
+				cancelSatellite("client gone")
+				return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "client stopped reading: %v", err), true
 			}
 			return outcome{}, false
 		}()

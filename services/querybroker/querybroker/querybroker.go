@@ -168,6 +168,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.NATS == nil || cfg.RegistryURL == "" {
 		return nil, errors.New("querybroker: NATS and a registry URL are required")
 	}
+	// ExecuteQuery writes its own line (broker.query_finished) when a query ends.
+	cfg.Server.SelfLogged = append(cfg.Server.SelfLogged, queryv1connect.QueryServiceExecuteQueryProcedure)
 	srv, err := connectserver.New(cfg.Server, connectserver.Deps{Logger: deps.Logger, TracerProvider: deps.TracerProvider, Registry: deps.Metrics})
 	if err != nil {
 		return nil, err

@@ -94,12 +94,9 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 	)
 	for stream.Receive() {
 		m := stream.Msg()
-		switch k := m.Kind.(type) {
-		case *queryv1.ExecuteQueryResponse_Schema:
-			if w != nil {
-				continue // every satellite sends its schema; the first one names the columns
-			}
-			for _, col := range k.Schema.Columns {
+		// The parts of one message are read in field order.
+		if sc := m.Schema; sc != nil && w == nil { // every satellite sends its schema; the first one names the columns
+			for _, col := range sc.Columns {
 				header = append(header, col.Name)
 			}
 			if fanout {
@@ -108,12 +105,13 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 			if w, err = newWriter(*out, env.Stdout, header); err != nil {
 				return err
 			}
-		case *queryv1.ExecuteQueryResponse_Batch:
+		}
+		if b := m.Batch; b != nil {
 			if w == nil {
 				return errors.New("result batch before its schema")
 			}
 			sat := firstNonEmpty(names[m.SatelliteId], m.SatelliteId)
-			for _, r := range colbatch.Rows(k.Batch) {
+			for _, r := range colbatch.Rows(b) {
 				if fanout {
 					r = append([]any{sat}, r...)
 				}
@@ -121,18 +119,20 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 					return err
 				}
 			}
-			rows += k.Batch.NumRows
-			for _, c := range k.Batch.Columns {
+			rows += b.NumRows
+			for _, c := range b.Columns {
 				bytes += int64(approxSize(c))
 			}
 			if progress && time.Since(lastOut) > 500*time.Millisecond && time.Since(start) > time.Second {
 				lastOut = time.Now()
 				fmt.Fprintf(env.Stderr, "\r%d rows, %s, %s elapsed", rows, human(bytes), time.Since(start).Round(100*time.Millisecond))
 			}
-		case *queryv1.ExecuteQueryResponse_SatelliteDone:
+		}
+		if m.SatelliteDone != nil {
 			done = append(done, m)
-		case *queryv1.ExecuteQueryResponse_Summary:
-			summary = k.Summary
+		}
+		if m.Summary != nil {
+			summary = m.Summary
 		}
 	}
 	if progress && !lastOut.IsZero() {

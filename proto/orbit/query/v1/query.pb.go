@@ -430,17 +430,23 @@ func (x *QueryLimits) GetMaxBytes() int64 {
 	return 0
 }
 
+// ExecuteQueryResponse is one message of a result stream. It carries one or
+// more parts; read the ones that are set in field order: schema, batch,
+// satellite_done, summary. Per satellite the stream holds a schema, then
+// batches, then a satellite_done; the summary comes last, once. Parts that
+// are ready together travel in one message, so a small answer is one message
+// (schema + batch + satellite_done + summary) rather than four.
 type ExecuteQueryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The satellite this message is about.
+	// The satellite the schema, batch and satellite_done are about.
 	SatelliteId string `protobuf:"bytes,1,opt,name=satellite_id,json=satelliteId,proto3" json:"satellite_id,omitempty"`
-	// Types that are valid to be assigned to Kind:
-	//
-	//	*ExecuteQueryResponse_Schema
-	//	*ExecuteQueryResponse_Batch
-	//	*ExecuteQueryResponse_SatelliteDone
-	//	*ExecuteQueryResponse_Summary
-	Kind          isExecuteQueryResponse_Kind `protobuf_oneof:"kind"`
+	// This satellite's columns; before its first batch.
+	Schema *ResultSchema `protobuf:"bytes,2,opt,name=schema,proto3" json:"schema,omitempty"`
+	Batch  *ColumnBatch  `protobuf:"bytes,3,opt,name=batch,proto3" json:"batch,omitempty"`
+	// This satellite is finished: outcome, rows, bytes, error.
+	SatelliteDone *SatelliteResult `protobuf:"bytes,4,opt,name=satellite_done,json=satelliteDone,proto3" json:"satellite_done,omitempty"`
+	// The whole query is finished; the last part of the stream.
+	Summary       *QuerySummary `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,76 +488,33 @@ func (x *ExecuteQueryResponse) GetSatelliteId() string {
 	return ""
 }
 
-func (x *ExecuteQueryResponse) GetKind() isExecuteQueryResponse_Kind {
-	if x != nil {
-		return x.Kind
-	}
-	return nil
-}
-
 func (x *ExecuteQueryResponse) GetSchema() *ResultSchema {
 	if x != nil {
-		if x, ok := x.Kind.(*ExecuteQueryResponse_Schema); ok {
-			return x.Schema
-		}
+		return x.Schema
 	}
 	return nil
 }
 
 func (x *ExecuteQueryResponse) GetBatch() *ColumnBatch {
 	if x != nil {
-		if x, ok := x.Kind.(*ExecuteQueryResponse_Batch); ok {
-			return x.Batch
-		}
+		return x.Batch
 	}
 	return nil
 }
 
 func (x *ExecuteQueryResponse) GetSatelliteDone() *SatelliteResult {
 	if x != nil {
-		if x, ok := x.Kind.(*ExecuteQueryResponse_SatelliteDone); ok {
-			return x.SatelliteDone
-		}
+		return x.SatelliteDone
 	}
 	return nil
 }
 
 func (x *ExecuteQueryResponse) GetSummary() *QuerySummary {
 	if x != nil {
-		if x, ok := x.Kind.(*ExecuteQueryResponse_Summary); ok {
-			return x.Summary
-		}
+		return x.Summary
 	}
 	return nil
 }
-
-type isExecuteQueryResponse_Kind interface {
-	isExecuteQueryResponse_Kind()
-}
-
-type ExecuteQueryResponse_Schema struct {
-	Schema *ResultSchema `protobuf:"bytes,2,opt,name=schema,proto3,oneof"`
-}
-
-type ExecuteQueryResponse_Batch struct {
-	Batch *ColumnBatch `protobuf:"bytes,3,opt,name=batch,proto3,oneof"`
-}
-
-type ExecuteQueryResponse_SatelliteDone struct {
-	SatelliteDone *SatelliteResult `protobuf:"bytes,4,opt,name=satellite_done,json=satelliteDone,proto3,oneof"`
-}
-
-type ExecuteQueryResponse_Summary struct {
-	Summary *QuerySummary `protobuf:"bytes,5,opt,name=summary,proto3,oneof"`
-}
-
-func (*ExecuteQueryResponse_Schema) isExecuteQueryResponse_Kind() {}
-
-func (*ExecuteQueryResponse_Batch) isExecuteQueryResponse_Kind() {}
-
-func (*ExecuteQueryResponse_SatelliteDone) isExecuteQueryResponse_Kind() {}
-
-func (*ExecuteQueryResponse_Summary) isExecuteQueryResponse_Kind() {}
 
 type ResultSchema struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1470,14 +1433,13 @@ const file_orbit_query_v1_query_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
 	"\vQueryLimits\x12\x19\n" +
 	"\bmax_rows\x18\x01 \x01(\x03R\amaxRows\x12\x1b\n" +
-	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"\xb2\x02\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"\xa2\x02\n" +
 	"\x14ExecuteQueryResponse\x12!\n" +
-	"\fsatellite_id\x18\x01 \x01(\tR\vsatelliteId\x126\n" +
-	"\x06schema\x18\x02 \x01(\v2\x1c.orbit.query.v1.ResultSchemaH\x00R\x06schema\x123\n" +
-	"\x05batch\x18\x03 \x01(\v2\x1b.orbit.query.v1.ColumnBatchH\x00R\x05batch\x12H\n" +
-	"\x0esatellite_done\x18\x04 \x01(\v2\x1f.orbit.query.v1.SatelliteResultH\x00R\rsatelliteDone\x128\n" +
-	"\asummary\x18\x05 \x01(\v2\x1c.orbit.query.v1.QuerySummaryH\x00R\asummaryB\x06\n" +
-	"\x04kind\"@\n" +
+	"\fsatellite_id\x18\x01 \x01(\tR\vsatelliteId\x124\n" +
+	"\x06schema\x18\x02 \x01(\v2\x1c.orbit.query.v1.ResultSchemaR\x06schema\x121\n" +
+	"\x05batch\x18\x03 \x01(\v2\x1b.orbit.query.v1.ColumnBatchR\x05batch\x12F\n" +
+	"\x0esatellite_done\x18\x04 \x01(\v2\x1f.orbit.query.v1.SatelliteResultR\rsatelliteDone\x126\n" +
+	"\asummary\x18\x05 \x01(\v2\x1c.orbit.query.v1.QuerySummaryR\asummary\"@\n" +
 	"\fResultSchema\x120\n" +
 	"\acolumns\x18\x01 \x03(\v2\x16.orbit.query.v1.ColumnR\acolumns\"L\n" +
 	"\x06Column\x12\x12\n" +
@@ -1656,12 +1618,6 @@ func file_orbit_query_v1_query_proto_init() {
 	file_orbit_query_v1_query_proto_msgTypes[0].OneofWrappers = []any{
 		(*ExecuteQueryRequest_Satellite)(nil),
 		(*ExecuteQueryRequest_Selector)(nil),
-	}
-	file_orbit_query_v1_query_proto_msgTypes[3].OneofWrappers = []any{
-		(*ExecuteQueryResponse_Schema)(nil),
-		(*ExecuteQueryResponse_Batch)(nil),
-		(*ExecuteQueryResponse_SatelliteDone)(nil),
-		(*ExecuteQueryResponse_Summary)(nil),
 	}
 	file_orbit_query_v1_query_proto_msgTypes[7].OneofWrappers = []any{
 		(*ColumnValues_Bools)(nil),
