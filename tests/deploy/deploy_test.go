@@ -10,6 +10,7 @@ import (
 
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
@@ -23,6 +24,7 @@ var flagSets = map[string]manifestcheck.FlagSetFunc{
 	"connector":   connector.Flags,
 	"gateway":     gateway.Flags,
 	"querybroker": querybroker.Flags,
+	"logbroker":   logbroker.Flags,
 	"registry":    registry.Flags,
 	"satellite":   satellite.Flags,
 }

@@ -716,8 +716,10 @@ func (x *DescribeStreamResponse) GetStream() *StreamInfo {
 
 type PublishRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stream name, or a subject some stream captures.
-	Stream    string            `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The stream's name.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// A literal subject the stream's subject matches; empty means the stream's
+	// subject when that has no wildcards.
 	Subject   string            `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
 	Key       []byte            `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	Value     []byte            `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
@@ -809,9 +811,10 @@ func (x *PublishRequest) GetDedupId() string {
 }
 
 type PublishResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Offsets start at 1; 0 with ACK_POLICY_NONE (nothing was acknowledged).
+	Offset        uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Duplicate     bool   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +863,187 @@ func (x *PublishResponse) GetDuplicate() bool {
 	return false
 }
 
+type PublishBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	AckPolicy     AckPolicy              `protobuf:"varint,2,opt,name=ack_policy,json=ackPolicy,proto3,enum=orbit.logbroker.v1.AckPolicy" json:"ack_policy,omitempty"`
+	Messages      []*BatchMessage        `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishBatchRequest) Reset() {
+	*x = PublishBatchRequest{}
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishBatchRequest) ProtoMessage() {}
+
+func (x *PublishBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishBatchRequest.ProtoReflect.Descriptor instead.
+func (*PublishBatchRequest) Descriptor() ([]byte, []int) {
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PublishBatchRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *PublishBatchRequest) GetAckPolicy() AckPolicy {
+	if x != nil {
+		return x.AckPolicy
+	}
+	return AckPolicy_ACK_POLICY_UNSPECIFIED
+}
+
+func (x *PublishBatchRequest) GetMessages() []*BatchMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type BatchMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Headers       map[string]string      `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DedupId       string                 `protobuf:"bytes,5,opt,name=dedup_id,json=dedupId,proto3" json:"dedup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchMessage) Reset() {
+	*x = BatchMessage{}
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchMessage) ProtoMessage() {}
+
+func (x *BatchMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchMessage.ProtoReflect.Descriptor instead.
+func (*BatchMessage) Descriptor() ([]byte, []int) {
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BatchMessage) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *BatchMessage) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *BatchMessage) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *BatchMessage) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *BatchMessage) GetDedupId() string {
+	if x != nil {
+		return x.DedupId
+	}
+	return ""
+}
+
+type PublishBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per message, in order.
+	Results       []*PublishResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishBatchResponse) Reset() {
+	*x = PublishBatchResponse{}
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishBatchResponse) ProtoMessage() {}
+
+func (x *PublishBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishBatchResponse.ProtoReflect.Descriptor instead.
+func (*PublishBatchResponse) Descriptor() ([]byte, []int) {
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PublishBatchResponse) GetResults() []*PublishResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type SubscribeRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Stream      string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
@@ -877,7 +1061,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[13]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1073,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[13]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1086,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{13}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeRequest) GetStream() string {
@@ -969,7 +1153,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[14]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1165,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[14]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1178,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{14}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Message) GetStream() string {
@@ -1055,7 +1239,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[15]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1251,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[15]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1264,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{15}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscribeResponse) GetMessage() *Message {
@@ -1101,7 +1285,7 @@ type SetCursorRequest struct {
 
 func (x *SetCursorRequest) Reset() {
 	*x = SetCursorRequest{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[16]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1297,7 @@ func (x *SetCursorRequest) String() string {
 func (*SetCursorRequest) ProtoMessage() {}
 
 func (x *SetCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[16]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1310,7 @@ func (x *SetCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCursorRequest.ProtoReflect.Descriptor instead.
 func (*SetCursorRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{16}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetCursorRequest) GetStream() string {
@@ -1158,7 +1342,7 @@ type SetCursorResponse struct {
 
 func (x *SetCursorResponse) Reset() {
 	*x = SetCursorResponse{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[17]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1354,7 @@ func (x *SetCursorResponse) String() string {
 func (*SetCursorResponse) ProtoMessage() {}
 
 func (x *SetCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[17]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1367,7 @@ func (x *SetCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCursorResponse.ProtoReflect.Descriptor instead.
 func (*SetCursorResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{17}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{20}
 }
 
 type GetCursorRequest struct {
@@ -1196,7 +1380,7 @@ type GetCursorRequest struct {
 
 func (x *GetCursorRequest) Reset() {
 	*x = GetCursorRequest{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[18]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1392,7 @@ func (x *GetCursorRequest) String() string {
 func (*GetCursorRequest) ProtoMessage() {}
 
 func (x *GetCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[18]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1405,7 @@ func (x *GetCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCursorRequest.ProtoReflect.Descriptor instead.
 func (*GetCursorRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{18}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetCursorRequest) GetStream() string {
@@ -1248,7 +1432,7 @@ type GetCursorResponse struct {
 
 func (x *GetCursorResponse) Reset() {
 	*x = GetCursorResponse{}
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[19]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1444,7 @@ func (x *GetCursorResponse) String() string {
 func (*GetCursorResponse) ProtoMessage() {}
 
 func (x *GetCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[19]
+	mi := &file_orbit_logbroker_v1_logbroker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1457,7 @@ func (x *GetCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCursorResponse.ProtoReflect.Descriptor instead.
 func (*GetCursorResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{19}
+	return file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetCursorResponse) GetOffset() uint64 {
@@ -1345,7 +1529,23 @@ const file_orbit_logbroker_v1_logbroker_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\x0fPublishResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x94\x02\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xa9\x01\n" +
+	"\x13PublishBatchRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12<\n" +
+	"\n" +
+	"ack_policy\x18\x02 \x01(\x0e2\x1d.orbit.logbroker.v1.AckPolicyR\tackPolicy\x12<\n" +
+	"\bmessages\x18\x03 \x03(\v2 .orbit.logbroker.v1.BatchMessageR\bmessages\"\xf0\x01\n" +
+	"\fBatchMessage\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12G\n" +
+	"\aheaders\x18\x04 \x03(\v2-.orbit.logbroker.v1.BatchMessage.HeadersEntryR\aheaders\x12\x19\n" +
+	"\bdedup_id\x18\x05 \x01(\tR\adedupId\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
+	"\x14PublishBatchResponse\x12=\n" +
+	"\aresults\x18\x01 \x03(\v2#.orbit.logbroker.v1.PublishResponseR\aresults\"\x94\x02\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x127\n" +
 	"\x05start\x18\x02 \x01(\x0e2!.orbit.logbroker.v1.StartPositionR\x05start\x12!\n" +
@@ -1391,13 +1591,14 @@ const file_orbit_logbroker_v1_logbroker_proto_rawDesc = "" +
 	"\x15START_POSITION_LATEST\x10\x02\x12\x19\n" +
 	"\x15START_POSITION_OFFSET\x10\x03\x12\x17\n" +
 	"\x13START_POSITION_TIME\x10\x04\x12\x19\n" +
-	"\x15START_POSITION_CURSOR\x10\x052\x85\x06\n" +
+	"\x15START_POSITION_CURSOR\x10\x052\xe8\x06\n" +
 	"\x10LogBrokerService\x12a\n" +
 	"\fCreateStream\x12'.orbit.logbroker.v1.CreateStreamRequest\x1a(.orbit.logbroker.v1.CreateStreamResponse\x12a\n" +
 	"\fDeleteStream\x12'.orbit.logbroker.v1.DeleteStreamRequest\x1a(.orbit.logbroker.v1.DeleteStreamResponse\x12^\n" +
 	"\vListStreams\x12&.orbit.logbroker.v1.ListStreamsRequest\x1a'.orbit.logbroker.v1.ListStreamsResponse\x12g\n" +
 	"\x0eDescribeStream\x12).orbit.logbroker.v1.DescribeStreamRequest\x1a*.orbit.logbroker.v1.DescribeStreamResponse\x12R\n" +
-	"\aPublish\x12\".orbit.logbroker.v1.PublishRequest\x1a#.orbit.logbroker.v1.PublishResponse\x12Z\n" +
+	"\aPublish\x12\".orbit.logbroker.v1.PublishRequest\x1a#.orbit.logbroker.v1.PublishResponse\x12a\n" +
+	"\fPublishBatch\x12'.orbit.logbroker.v1.PublishBatchRequest\x1a(.orbit.logbroker.v1.PublishBatchResponse\x12Z\n" +
 	"\tSubscribe\x12$.orbit.logbroker.v1.SubscribeRequest\x1a%.orbit.logbroker.v1.SubscribeResponse0\x01\x12X\n" +
 	"\tSetCursor\x12$.orbit.logbroker.v1.SetCursorRequest\x1a%.orbit.logbroker.v1.SetCursorResponse\x12X\n" +
 	"\tGetCursor\x12$.orbit.logbroker.v1.GetCursorRequest\x1a%.orbit.logbroker.v1.GetCursorResponseB\xd4\x01\n" +
@@ -1416,7 +1617,7 @@ func file_orbit_logbroker_v1_logbroker_proto_rawDescGZIP() []byte {
 }
 
 var file_orbit_logbroker_v1_logbroker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orbit_logbroker_v1_logbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_orbit_logbroker_v1_logbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_orbit_logbroker_v1_logbroker_proto_goTypes = []any{
 	(AckPolicy)(0),                 // 0: orbit.logbroker.v1.AckPolicy
 	(StartPosition)(0),             // 1: orbit.logbroker.v1.StartPosition
@@ -1433,55 +1634,65 @@ var file_orbit_logbroker_v1_logbroker_proto_goTypes = []any{
 	(*DescribeStreamResponse)(nil), // 12: orbit.logbroker.v1.DescribeStreamResponse
 	(*PublishRequest)(nil),         // 13: orbit.logbroker.v1.PublishRequest
 	(*PublishResponse)(nil),        // 14: orbit.logbroker.v1.PublishResponse
-	(*SubscribeRequest)(nil),       // 15: orbit.logbroker.v1.SubscribeRequest
-	(*Message)(nil),                // 16: orbit.logbroker.v1.Message
-	(*SubscribeResponse)(nil),      // 17: orbit.logbroker.v1.SubscribeResponse
-	(*SetCursorRequest)(nil),       // 18: orbit.logbroker.v1.SetCursorRequest
-	(*SetCursorResponse)(nil),      // 19: orbit.logbroker.v1.SetCursorResponse
-	(*GetCursorRequest)(nil),       // 20: orbit.logbroker.v1.GetCursorRequest
-	(*GetCursorResponse)(nil),      // 21: orbit.logbroker.v1.GetCursorResponse
-	nil,                            // 22: orbit.logbroker.v1.PublishRequest.HeadersEntry
-	nil,                            // 23: orbit.logbroker.v1.Message.HeadersEntry
-	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*PublishBatchRequest)(nil),    // 15: orbit.logbroker.v1.PublishBatchRequest
+	(*BatchMessage)(nil),           // 16: orbit.logbroker.v1.BatchMessage
+	(*PublishBatchResponse)(nil),   // 17: orbit.logbroker.v1.PublishBatchResponse
+	(*SubscribeRequest)(nil),       // 18: orbit.logbroker.v1.SubscribeRequest
+	(*Message)(nil),                // 19: orbit.logbroker.v1.Message
+	(*SubscribeResponse)(nil),      // 20: orbit.logbroker.v1.SubscribeResponse
+	(*SetCursorRequest)(nil),       // 21: orbit.logbroker.v1.SetCursorRequest
+	(*SetCursorResponse)(nil),      // 22: orbit.logbroker.v1.SetCursorResponse
+	(*GetCursorRequest)(nil),       // 23: orbit.logbroker.v1.GetCursorRequest
+	(*GetCursorResponse)(nil),      // 24: orbit.logbroker.v1.GetCursorResponse
+	nil,                            // 25: orbit.logbroker.v1.PublishRequest.HeadersEntry
+	nil,                            // 26: orbit.logbroker.v1.BatchMessage.HeadersEntry
+	nil,                            // 27: orbit.logbroker.v1.Message.HeadersEntry
+	(*durationpb.Duration)(nil),    // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_orbit_logbroker_v1_logbroker_proto_depIdxs = []int32{
 	3,  // 0: orbit.logbroker.v1.StreamConfig.retention:type_name -> orbit.logbroker.v1.Retention
-	24, // 1: orbit.logbroker.v1.Retention.max_age:type_name -> google.protobuf.Duration
+	28, // 1: orbit.logbroker.v1.Retention.max_age:type_name -> google.protobuf.Duration
 	2,  // 2: orbit.logbroker.v1.StreamInfo.config:type_name -> orbit.logbroker.v1.StreamConfig
-	25, // 3: orbit.logbroker.v1.StreamInfo.created_at:type_name -> google.protobuf.Timestamp
+	29, // 3: orbit.logbroker.v1.StreamInfo.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: orbit.logbroker.v1.CreateStreamRequest.config:type_name -> orbit.logbroker.v1.StreamConfig
 	4,  // 5: orbit.logbroker.v1.CreateStreamResponse.stream:type_name -> orbit.logbroker.v1.StreamInfo
 	4,  // 6: orbit.logbroker.v1.ListStreamsResponse.streams:type_name -> orbit.logbroker.v1.StreamInfo
 	4,  // 7: orbit.logbroker.v1.DescribeStreamResponse.stream:type_name -> orbit.logbroker.v1.StreamInfo
-	22, // 8: orbit.logbroker.v1.PublishRequest.headers:type_name -> orbit.logbroker.v1.PublishRequest.HeadersEntry
+	25, // 8: orbit.logbroker.v1.PublishRequest.headers:type_name -> orbit.logbroker.v1.PublishRequest.HeadersEntry
 	0,  // 9: orbit.logbroker.v1.PublishRequest.ack_policy:type_name -> orbit.logbroker.v1.AckPolicy
-	1,  // 10: orbit.logbroker.v1.SubscribeRequest.start:type_name -> orbit.logbroker.v1.StartPosition
-	25, // 11: orbit.logbroker.v1.SubscribeRequest.start_time:type_name -> google.protobuf.Timestamp
-	25, // 12: orbit.logbroker.v1.Message.timestamp:type_name -> google.protobuf.Timestamp
-	23, // 13: orbit.logbroker.v1.Message.headers:type_name -> orbit.logbroker.v1.Message.HeadersEntry
-	16, // 14: orbit.logbroker.v1.SubscribeResponse.message:type_name -> orbit.logbroker.v1.Message
-	5,  // 15: orbit.logbroker.v1.LogBrokerService.CreateStream:input_type -> orbit.logbroker.v1.CreateStreamRequest
-	7,  // 16: orbit.logbroker.v1.LogBrokerService.DeleteStream:input_type -> orbit.logbroker.v1.DeleteStreamRequest
-	9,  // 17: orbit.logbroker.v1.LogBrokerService.ListStreams:input_type -> orbit.logbroker.v1.ListStreamsRequest
-	11, // 18: orbit.logbroker.v1.LogBrokerService.DescribeStream:input_type -> orbit.logbroker.v1.DescribeStreamRequest
-	13, // 19: orbit.logbroker.v1.LogBrokerService.Publish:input_type -> orbit.logbroker.v1.PublishRequest
-	15, // 20: orbit.logbroker.v1.LogBrokerService.Subscribe:input_type -> orbit.logbroker.v1.SubscribeRequest
-	18, // 21: orbit.logbroker.v1.LogBrokerService.SetCursor:input_type -> orbit.logbroker.v1.SetCursorRequest
-	20, // 22: orbit.logbroker.v1.LogBrokerService.GetCursor:input_type -> orbit.logbroker.v1.GetCursorRequest
-	6,  // 23: orbit.logbroker.v1.LogBrokerService.CreateStream:output_type -> orbit.logbroker.v1.CreateStreamResponse
-	8,  // 24: orbit.logbroker.v1.LogBrokerService.DeleteStream:output_type -> orbit.logbroker.v1.DeleteStreamResponse
-	10, // 25: orbit.logbroker.v1.LogBrokerService.ListStreams:output_type -> orbit.logbroker.v1.ListStreamsResponse
-	12, // 26: orbit.logbroker.v1.LogBrokerService.DescribeStream:output_type -> orbit.logbroker.v1.DescribeStreamResponse
-	14, // 27: orbit.logbroker.v1.LogBrokerService.Publish:output_type -> orbit.logbroker.v1.PublishResponse
-	17, // 28: orbit.logbroker.v1.LogBrokerService.Subscribe:output_type -> orbit.logbroker.v1.SubscribeResponse
-	19, // 29: orbit.logbroker.v1.LogBrokerService.SetCursor:output_type -> orbit.logbroker.v1.SetCursorResponse
-	21, // 30: orbit.logbroker.v1.LogBrokerService.GetCursor:output_type -> orbit.logbroker.v1.GetCursorResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	0,  // 10: orbit.logbroker.v1.PublishBatchRequest.ack_policy:type_name -> orbit.logbroker.v1.AckPolicy
+	16, // 11: orbit.logbroker.v1.PublishBatchRequest.messages:type_name -> orbit.logbroker.v1.BatchMessage
+	26, // 12: orbit.logbroker.v1.BatchMessage.headers:type_name -> orbit.logbroker.v1.BatchMessage.HeadersEntry
+	14, // 13: orbit.logbroker.v1.PublishBatchResponse.results:type_name -> orbit.logbroker.v1.PublishResponse
+	1,  // 14: orbit.logbroker.v1.SubscribeRequest.start:type_name -> orbit.logbroker.v1.StartPosition
+	29, // 15: orbit.logbroker.v1.SubscribeRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 16: orbit.logbroker.v1.Message.timestamp:type_name -> google.protobuf.Timestamp
+	27, // 17: orbit.logbroker.v1.Message.headers:type_name -> orbit.logbroker.v1.Message.HeadersEntry
+	19, // 18: orbit.logbroker.v1.SubscribeResponse.message:type_name -> orbit.logbroker.v1.Message
+	5,  // 19: orbit.logbroker.v1.LogBrokerService.CreateStream:input_type -> orbit.logbroker.v1.CreateStreamRequest
+	7,  // 20: orbit.logbroker.v1.LogBrokerService.DeleteStream:input_type -> orbit.logbroker.v1.DeleteStreamRequest
+	9,  // 21: orbit.logbroker.v1.LogBrokerService.ListStreams:input_type -> orbit.logbroker.v1.ListStreamsRequest
+	11, // 22: orbit.logbroker.v1.LogBrokerService.DescribeStream:input_type -> orbit.logbroker.v1.DescribeStreamRequest
+	13, // 23: orbit.logbroker.v1.LogBrokerService.Publish:input_type -> orbit.logbroker.v1.PublishRequest
+	15, // 24: orbit.logbroker.v1.LogBrokerService.PublishBatch:input_type -> orbit.logbroker.v1.PublishBatchRequest
+	18, // 25: orbit.logbroker.v1.LogBrokerService.Subscribe:input_type -> orbit.logbroker.v1.SubscribeRequest
+	21, // 26: orbit.logbroker.v1.LogBrokerService.SetCursor:input_type -> orbit.logbroker.v1.SetCursorRequest
+	23, // 27: orbit.logbroker.v1.LogBrokerService.GetCursor:input_type -> orbit.logbroker.v1.GetCursorRequest
+	6,  // 28: orbit.logbroker.v1.LogBrokerService.CreateStream:output_type -> orbit.logbroker.v1.CreateStreamResponse
+	8,  // 29: orbit.logbroker.v1.LogBrokerService.DeleteStream:output_type -> orbit.logbroker.v1.DeleteStreamResponse
+	10, // 30: orbit.logbroker.v1.LogBrokerService.ListStreams:output_type -> orbit.logbroker.v1.ListStreamsResponse
+	12, // 31: orbit.logbroker.v1.LogBrokerService.DescribeStream:output_type -> orbit.logbroker.v1.DescribeStreamResponse
+	14, // 32: orbit.logbroker.v1.LogBrokerService.Publish:output_type -> orbit.logbroker.v1.PublishResponse
+	17, // 33: orbit.logbroker.v1.LogBrokerService.PublishBatch:output_type -> orbit.logbroker.v1.PublishBatchResponse
+	20, // 34: orbit.logbroker.v1.LogBrokerService.Subscribe:output_type -> orbit.logbroker.v1.SubscribeResponse
+	22, // 35: orbit.logbroker.v1.LogBrokerService.SetCursor:output_type -> orbit.logbroker.v1.SetCursorResponse
+	24, // 36: orbit.logbroker.v1.LogBrokerService.GetCursor:output_type -> orbit.logbroker.v1.GetCursorResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_orbit_logbroker_v1_logbroker_proto_init() }
@@ -1495,7 +1706,7 @@ func file_orbit_logbroker_v1_logbroker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_logbroker_v1_logbroker_proto_rawDesc), len(file_orbit_logbroker_v1_logbroker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,9 @@ const (
 	// LogBrokerServicePublishProcedure is the fully-qualified name of the LogBrokerService's Publish
 	// RPC.
 	LogBrokerServicePublishProcedure = "/orbit.logbroker.v1.LogBrokerService/Publish"
+	// LogBrokerServicePublishBatchProcedure is the fully-qualified name of the LogBrokerService's
+	// PublishBatch RPC.
+	LogBrokerServicePublishBatchProcedure = "/orbit.logbroker.v1.LogBrokerService/PublishBatch"
 	// LogBrokerServiceSubscribeProcedure is the fully-qualified name of the LogBrokerService's
 	// Subscribe RPC.
 	LogBrokerServiceSubscribeProcedure = "/orbit.logbroker.v1.LogBrokerService/Subscribe"
@@ -69,6 +72,9 @@ type LogBrokerServiceClient interface {
 	ListStreams(context.Context, *connect.Request[v1.ListStreamsRequest]) (*connect.Response[v1.ListStreamsResponse], error)
 	DescribeStream(context.Context, *connect.Request[v1.DescribeStreamRequest]) (*connect.Response[v1.DescribeStreamResponse], error)
 	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
+	// PublishBatch stores up to the broker's batch limits in order, acknowledged
+	// together; collectors use it.
+	PublishBatch(context.Context, *connect.Request[v1.PublishBatchRequest]) (*connect.Response[v1.PublishBatchResponse], error)
 	// Subscribe streams messages from a start position (browsers live-tail).
 	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest]) (*connect.ServerStreamForClient[v1.SubscribeResponse], error)
 	SetCursor(context.Context, *connect.Request[v1.SetCursorRequest]) (*connect.Response[v1.SetCursorResponse], error)
@@ -116,6 +122,12 @@ func NewLogBrokerServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(logBrokerServiceMethods.ByName("Publish")),
 			connect.WithClientOptions(opts...),
 		),
+		publishBatch: connect.NewClient[v1.PublishBatchRequest, v1.PublishBatchResponse](
+			httpClient,
+			baseURL+LogBrokerServicePublishBatchProcedure,
+			connect.WithSchema(logBrokerServiceMethods.ByName("PublishBatch")),
+			connect.WithClientOptions(opts...),
+		),
 		subscribe: connect.NewClient[v1.SubscribeRequest, v1.SubscribeResponse](
 			httpClient,
 			baseURL+LogBrokerServiceSubscribeProcedure,
@@ -144,6 +156,7 @@ type logBrokerServiceClient struct {
 	listStreams    *connect.Client[v1.ListStreamsRequest, v1.ListStreamsResponse]
 	describeStream *connect.Client[v1.DescribeStreamRequest, v1.DescribeStreamResponse]
 	publish        *connect.Client[v1.PublishRequest, v1.PublishResponse]
+	publishBatch   *connect.Client[v1.PublishBatchRequest, v1.PublishBatchResponse]
 	subscribe      *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 	setCursor      *connect.Client[v1.SetCursorRequest, v1.SetCursorResponse]
 	getCursor      *connect.Client[v1.GetCursorRequest, v1.GetCursorResponse]
@@ -174,6 +187,11 @@ func (c *logBrokerServiceClient) Publish(ctx context.Context, req *connect.Reque
 	return c.publish.CallUnary(ctx, req)
 }
 
+// PublishBatch calls orbit.logbroker.v1.LogBrokerService.PublishBatch.
+func (c *logBrokerServiceClient) PublishBatch(ctx context.Context, req *connect.Request[v1.PublishBatchRequest]) (*connect.Response[v1.PublishBatchResponse], error) {
+	return c.publishBatch.CallUnary(ctx, req)
+}
+
 // Subscribe calls orbit.logbroker.v1.LogBrokerService.Subscribe.
 func (c *logBrokerServiceClient) Subscribe(ctx context.Context, req *connect.Request[v1.SubscribeRequest]) (*connect.ServerStreamForClient[v1.SubscribeResponse], error) {
 	return c.subscribe.CallServerStream(ctx, req)
@@ -197,6 +215,9 @@ type LogBrokerServiceHandler interface {
 	ListStreams(context.Context, *connect.Request[v1.ListStreamsRequest]) (*connect.Response[v1.ListStreamsResponse], error)
 	DescribeStream(context.Context, *connect.Request[v1.DescribeStreamRequest]) (*connect.Response[v1.DescribeStreamResponse], error)
 	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
+	// PublishBatch stores up to the broker's batch limits in order, acknowledged
+	// together; collectors use it.
+	PublishBatch(context.Context, *connect.Request[v1.PublishBatchRequest]) (*connect.Response[v1.PublishBatchResponse], error)
 	// Subscribe streams messages from a start position (browsers live-tail).
 	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest], *connect.ServerStream[v1.SubscribeResponse]) error
 	SetCursor(context.Context, *connect.Request[v1.SetCursorRequest]) (*connect.Response[v1.SetCursorResponse], error)
@@ -240,6 +261,12 @@ func NewLogBrokerServiceHandler(svc LogBrokerServiceHandler, opts ...connect.Han
 		connect.WithSchema(logBrokerServiceMethods.ByName("Publish")),
 		connect.WithHandlerOptions(opts...),
 	)
+	logBrokerServicePublishBatchHandler := connect.NewUnaryHandler(
+		LogBrokerServicePublishBatchProcedure,
+		svc.PublishBatch,
+		connect.WithSchema(logBrokerServiceMethods.ByName("PublishBatch")),
+		connect.WithHandlerOptions(opts...),
+	)
 	logBrokerServiceSubscribeHandler := connect.NewServerStreamHandler(
 		LogBrokerServiceSubscribeProcedure,
 		svc.Subscribe,
@@ -270,6 +297,8 @@ func NewLogBrokerServiceHandler(svc LogBrokerServiceHandler, opts ...connect.Han
 			logBrokerServiceDescribeStreamHandler.ServeHTTP(w, r)
 		case LogBrokerServicePublishProcedure:
 			logBrokerServicePublishHandler.ServeHTTP(w, r)
+		case LogBrokerServicePublishBatchProcedure:
+			logBrokerServicePublishBatchHandler.ServeHTTP(w, r)
 		case LogBrokerServiceSubscribeProcedure:
 			logBrokerServiceSubscribeHandler.ServeHTTP(w, r)
 		case LogBrokerServiceSetCursorProcedure:
@@ -303,6 +332,10 @@ func (UnimplementedLogBrokerServiceHandler) DescribeStream(context.Context, *con
 
 func (UnimplementedLogBrokerServiceHandler) Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.logbroker.v1.LogBrokerService.Publish is not implemented"))
+}
+
+func (UnimplementedLogBrokerServiceHandler) PublishBatch(context.Context, *connect.Request[v1.PublishBatchRequest]) (*connect.Response[v1.PublishBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.logbroker.v1.LogBrokerService.PublishBatch is not implemented"))
 }
 
 func (UnimplementedLogBrokerServiceHandler) Subscribe(context.Context, *connect.Request[v1.SubscribeRequest], *connect.ServerStream[v1.SubscribeResponse]) error {
