@@ -331,7 +331,10 @@ func (s *Service) message(tenant string, m *streamMeta, subject string, key, val
 		return bad("%d headers; the limit is %d", len(headers), MaxHeaders)
 	}
 	size := len(key) + len(value)
-	msg := &nats.Msg{Subject: natsSubject(tenant, subject), Data: value, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: natsSubject(tenant, subject), Data: value}
+	if len(headers) > 0 || len(key) > 0 || dedup != "" {
+		msg.Header = make(nats.Header, len(headers)+3)
+	}
 	for k, v := range headers {
 		lk := strings.ToLower(k)
 		if strings.HasPrefix(lk, "nats-") || strings.HasPrefix(lk, "orbit-") || k == "" || strings.ContainsAny(k, ": \r\n") || strings.ContainsAny(v, "\r\n") {
@@ -409,7 +412,7 @@ func (a *api) Publish(ctx context.Context, req *connect.Request[logbrokerv1.Publ
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	pa, err := s.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(m.js))
+	pa, err := s.js.PublishMsg(pctx, msg)
 	if err != nil {
 		return nil, s.publishErr(tenant, r.Stream, err)
 	}
@@ -469,7 +472,7 @@ func (a *api) PublishBatch(ctx context.Context, req *connect.Request[logbrokerv1
 		defer cancel()
 		futures := make([]jetstream.PubAckFuture, len(msgs))
 		for i, msg := range msgs {
-			if futures[i], err = s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(m.js)); err != nil {
+			if futures[i], err = s.js.PublishMsgAsync(msg); err != nil {
 				return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("message %d of %d not sent: %w", i, len(msgs), err))
 			}
 		}

@@ -163,6 +163,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("logbroker: jetstream: %w", err)
 	}
+	// Publishing and cursor commits are the broker's hot path, and in
+	// orbit dev its own log lines flow back into it: one line per publish
+	// would feed itself. They log at debug (failures still at info).
+	cfg.Server.SelfLogged = append(cfg.Server.SelfLogged,
+		logbrokerv1connect.LogBrokerServicePublishProcedure, logbrokerv1connect.LogBrokerServicePublishBatchProcedure,
+		logbrokerv1connect.LogBrokerServiceSetCursorProcedure, logbrokerv1connect.LogBrokerServiceGetCursorProcedure)
 	srv, err := connectserver.New(cfg.Server, connectserver.Deps{Logger: deps.Logger, TracerProvider: deps.TracerProvider, Registry: deps.Metrics})
 	if err != nil {
 		return nil, err
