@@ -32,12 +32,14 @@ import (
 	"github.com/orbitplane/orbit/libs/testing/testwait"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
@@ -194,8 +196,13 @@ func newSystem(t testing.TB, o options) *system {
 	}
 	run(t, br.Listen, br.Run)
 	s.broker = br
+	lb, err := logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: logger(s.logs, "logbroker"), TracerProvider: tracer(t, "logbroker"), NATS: s.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, lb.Listen, lb.Run)
 	gcfg := o.gatewayCfg
-	gcfg.BrokerURL, gcfg.RegistryURL = br.URL(), reg.URL()
+	gcfg.BrokerURL, gcfg.RegistryURL, gcfg.LogBrokerURL = br.URL(), reg.URL(), lb.URL()
 	gw, err := gateway.New(gcfg, gateway.Deps{Logger: logger(s.logs, "gateway"), TracerProvider: tracer(t, "gateway"), Etcd: s.etcd})
 	if err != nil {
 		t.Fatal(err)
@@ -332,6 +339,11 @@ func (s *system) query(tenant string) queryv1connect.QueryServiceClient {
 func (s *system) satellites(tenant string) registryv1connect.RegistryServiceClient {
 	opts, _ := connectclient.Options(nil)
 	return registryv1connect.NewRegistryServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(connectclient.Bearer(s.tenants[tenant].APIKey)))...)
+}
+
+func (s *system) logbroker(tenant string) logbrokerv1connect.LogBrokerServiceClient {
+	opts, _ := connectclient.Options(nil)
+	return logbrokerv1connect.NewLogBrokerServiceClient(s.client, s.gateway.URL(), append(opts, connect.WithInterceptors(connectclient.Bearer(s.tenants[tenant].APIKey)))...)
 }
 
 func (s *system) status(tenant, id string) registryv1.SatelliteStatus {

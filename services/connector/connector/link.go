@@ -171,6 +171,14 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
 	_ = sub.SetPendingLimits(-1, 64<<20)
+	// The registry already says HEALTHY: make the interest known to the
+	// server now, not when the client's flusher gets to it, so a query sent
+	// on that word finds this link.
+	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+		_ = sub.Unsubscribe()
+		s.release(l)
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
 	if err := l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Registered{Registered: &connectorv1.Registered{
 		SatelliteId: sat.Id, TenantId: sat.TenantId, HeartbeatIntervalMs: int32(l.heartbeatEvery / time.Millisecond), ConnectorId: s.cfg.ID,
 	}}}); err != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/orbitplane/orbit/libs/svcmain"
 	contextsv1 "github.com/orbitplane/orbit/proto/orbit/contexts/v1"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
@@ -47,6 +48,8 @@ type Config struct {
 	Server      connectserver.Config
 	BrokerURL   string
 	RegistryURL string
+	// LogBrokerURL, when set, serves the log broker's API (issue 6).
+	LogBrokerURL string
 	// RequestsPerSecond per tenant when its context sets none.
 	RequestsPerSecond int
 	Burst             int
@@ -61,6 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Server.Addr, "addr", "127.0.0.1:8080", "public listen address")
 	fs.StringVar(&c.BrokerURL, "broker-url", "http://127.0.0.1:8084", "query broker base URL")
 	fs.StringVar(&c.RegistryURL, "registry-url", "http://127.0.0.1:8083", "registry base URL")
+	fs.StringVar(&c.LogBrokerURL, "logbroker-url", "http://127.0.0.1:8086", "log broker base URL (empty: no logs API)")
 	fs.IntVar(&c.RequestsPerSecond, "tenant-rps", DefaultRequestsPerSecond, "requests per second per tenant (unless its context says otherwise)")
 	fs.IntVar(&c.Burst, "tenant-burst", DefaultBurst, "request burst per tenant")
 	fs.IntVar(&c.MaxQueries, "tenant-max-queries", DefaultMaxQueries, "queries per tenant at once (unless its context says otherwise)")
@@ -110,6 +114,8 @@ type Service struct {
 	ctxs     *contextstore.Store
 	broker   queryv1connect.QueryServiceClient
 	registry registryv1connect.RegistryServiceClient
+	// logbroker is nil when the gateway serves no logs API.
+	logbroker logbrokerv1connect.LogBrokerServiceClient
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -143,6 +149,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		registry: registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
 		limiters: map[string]*rate.Limiter{}, running: map[string]int{},
 	}
+	if cfg.LogBrokerURL != "" {
+		s.logbroker = logbrokerv1connect.NewLogBrokerServiceClient(hc, cfg.LogBrokerURL, opts...)
+	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": cfg.Server.Service}, srv.Registry())
 	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_gateway_auth_failures_total", Help: "Requests refused for a missing or bad API key."})
 	s.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_gateway_throttled_total", Help: "Requests refused by a per-tenant limit."}, []string{"limit"})
@@ -152,6 +161,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	srv.Handle(queryv1connect.NewQueryServiceHandler(&queryAPI{s: s}, hopts...))
 	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
 	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))
+	srv.Handle(logbrokerv1connect.NewLogBrokerServiceHandler(&logsAPI{s: s}, hopts...))
 	return s, nil
 }
 

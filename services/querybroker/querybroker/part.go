@@ -17,6 +17,10 @@ import (
 	"github.com/orbitplane/orbit/services/connector/connector"
 )
 
+// NoRespondersRetry is how long a query waits before asking a satellite a
+// second time when no connector held its link the first time.
+const NoRespondersRetry = 25 * time.Millisecond
+
 // part is one satellite's share of a query.
 type part struct {
 	s       *Service
@@ -76,9 +80,11 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 		QueryId: p.queryID, Sql: p.sql, Limits: p.limits, Timeout: durationpb.New(p.timeout),
 		InitialCredits: int32(window), MaxBatchBytes: int32(p.s.cfg.MaxBatchBytes), ReplySubject: reply,
 	}
-	if err := p.publish(ctx, &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Query{Query: req}}, reply); err != nil {
+	query := &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Query{Query: req}}
+	if err := p.publish(ctx, query, reply); err != nil {
 		return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "publish: %v", err)
 	}
+	retried := false
 	cancelSatellite := func(reason string) {
 		// Best effort, outside the query's context which may have ended.
 		_ = p.publish(context.WithoutCancel(ctx), &connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Cancel{Cancel: &queryv1.Cancel{QueryId: p.queryID, Reason: reason}}}, "")
@@ -106,6 +112,20 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_CANCELED, queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED, "query canceled")
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			// A connector registers a satellite (HEALTHY) a moment before
+			// its subscription reaches NATS: one late retry covers a query
+			// sent in that moment.
+			if !retried {
+				retried = true
+				select {
+				case <-time.After(NoRespondersRetry):
+				case <-ctx.Done():
+					continue
+				}
+				if err := p.publish(ctx, query, reply); err == nil {
+					continue
+				}
+			}
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s is not connected to any connector", p.satID)
 		}
 		var fs queryv1.ResultFrames

@@ -18,13 +18,15 @@ import (
 	"github.com/orbitplane/orbit/libs/svcmain"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
+	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 )
 
 // Components are the services `orbit dev` runs, in start order: the
-// registry, a connector, the broker, the gateway, then the demo satellites.
+// registry, a connector, the query broker, the log broker, the gateway, then
+// the demo satellites.
 func Components(satellites int) []Component {
 	cs := []Component{
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
@@ -38,8 +40,11 @@ func Components(satellites int) []Component {
 			return querybroker.New(querybroker.Config{RegistryURL: env.Services["registry"]},
 				querybroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
 		}),
+		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		}),
 		service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], Region: "local"}
+			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: "local"}
 			cfg.Server.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(env.Config.GatewayPort))
 			cfg.Server.CORSOrigins = []string{"*"}
 			return gateway.New(cfg, gateway.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
