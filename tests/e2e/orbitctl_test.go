@@ -72,3 +72,56 @@ func TestOrbitctl(t *testing.T) {
 		t.Fatalf("whoami: %v %s", err, out)
 	}
 }
+
+// TestOrbitctlStreamsAndLogs: create a stream, publish schema lines and a
+// plain line, then read them back with filters, as a user following logs
+// would.
+func TestOrbitctlStreamsAndLogs(t *testing.T) {
+	s := newSystem(t, options{})
+	out, _, err := orbitctl(t, s, "tenant-a", "streams", "create", "app", "--subject", "app", "--max-age", "1h")
+	if err != nil || !strings.Contains(out, "app") {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	lines := []string{
+		`{"time":"2026-11-24T00:00:01Z","level":"INFO","message":"served","service":"gateway","trace_id":"aaa"}`,
+		`{"time":"2026-11-24T00:00:02Z","level":"ERROR","message":"query failed","service":"querybroker","trace_id":"aaa"}`,
+		`{"time":"2026-11-24T00:00:03Z","level":"WARN","message":"slow","service":"satellite","trace_id":"bbb"}`,
+		`not json at all`,
+	}
+	for _, l := range lines {
+		if _, _, err := orbitctl(t, s, "tenant-a", "logs", "publish", "app", l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tail := func(args ...string) string {
+		t.Helper()
+		out, _, err := orbitctl(t, s, "tenant-a", append([]string{"logs", "tail", "app", "--from", "earliest", "--until", "4"}, args...)...)
+		if err != nil {
+			t.Fatalf("tail %v: %v", args, err)
+		}
+		return out
+	}
+	if out := tail(); strings.Count(out, "\n") != 4 || !strings.Contains(out, "ERROR querybroker") || !strings.Contains(out, "not json at all") {
+		t.Fatalf("all lines:\n%s", out)
+	}
+	if out := tail("--level", "warn"); strings.Count(out, "\n") != 2 || strings.Contains(out, "served") {
+		t.Fatalf("warn and up:\n%s", out)
+	}
+	if out := tail("--trace", "aaa", "-o", "json"); strings.Count(out, "\n") != 2 || !strings.Contains(out, `"service":"gateway"`) || !strings.Contains(out, `"service":"querybroker"`) {
+		t.Fatalf("one trace:\n%s", out)
+	}
+	if out := tail("--grep", "json at"); out != "not json at all\n" {
+		t.Fatalf("grep:\n%s", out)
+	}
+	out, _, err = orbitctl(t, s, "tenant-a", "streams", "list", "-o", "json")
+	if err != nil || !strings.Contains(out, `"messages":4`) {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	// Another tenant sees no such stream.
+	if _, _, err := orbitctl(t, s, "tenant-b", "logs", "tail", "app", "--from", "earliest", "--until", "1"); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("tenant-b tail: %v", err)
+	}
+	if _, _, err := orbitctl(t, s, "tenant-a", "logs", "tail", "app", "--from", "yesterday"); err == nil || !strings.Contains(err.Error(), "--from") {
+		t.Fatalf("bad --from: %v", err)
+	}
+}

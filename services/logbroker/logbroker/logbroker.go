@@ -213,6 +213,9 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("logbroker: cursor stream: %w", err)
 	}
 	return s.srv.Run(ctx)

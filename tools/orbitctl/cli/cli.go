@@ -18,12 +18,13 @@ import (
 	"github.com/orbitplane/orbit/libs/connectclient"
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
 
-const usage = `orbitctl: query satellites through Orbit's gateway.
+const usage = `orbitctl: query satellites and follow log streams through Orbit's gateway.
 
 Usage:
   orbitctl [global flags] <command> [flags] [args]
@@ -33,6 +34,12 @@ Commands:
   satellites get ID|NAME show one satellite
   query SQL              run read-only SQL on one satellite (--satellite) or many (--selector)
   whoami                 show the tenant your API key belongs to
+  streams list|describe NAME|create NAME|delete NAME
+                         manage your log streams (create: --subject, --max-age, --max-bytes,
+                         --max-messages, --compact, --replicas)
+  logs tail STREAM       follow a stream's lines (--from latest|earliest|OFFSET|10m|TIME,
+                         --until OFFSET, --level, --service, --tenant, --trace, --grep, -o text|json)
+  logs publish STREAM V  publish one message (--subject, --key, --dedup-id)
 
 Global flags (before the command):
   --endpoint URL   gateway URL (default $ORBIT_ENDPOINT, else http://127.0.0.1:8080)
@@ -44,6 +51,9 @@ Examples:
   orbitctl query --satellite demo-1 "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY n DESC"
   orbitctl query --selector env=demo -o csv "SELECT * FROM spans WHERE status = 'ERROR' LIMIT 100"
   orbitctl query --selector "" "SELECT count(*) FROM metrics"      # every satellite
+  orbitctl streams create app --subject 'app.>' --max-age 24h
+  orbitctl logs tail app --level WARN                              # live, warnings and errors
+  orbitctl logs tail app --from 1h --trace 4bf92f3577b34da6a3ce929d0e0e4736
 `
 
 // Env is what a command reads from its environment.
@@ -96,6 +106,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("satellites: unknown subcommand %q", rest[1])
 	case "query", "q":
 		return query(ctx, c, rest[1:], env)
+	case "streams", "stream":
+		return streams(ctx, c, rest[1:], env)
+	case "logs", "log":
+		return logs(ctx, c, rest[1:], env)
 	case "whoami":
 		resp, err := c.gateway.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
 		if err != nil {
@@ -115,6 +129,7 @@ type clients struct {
 	query      queryv1connect.QueryServiceClient
 	satellites registryv1connect.RegistryServiceClient
 	gateway    gatewayv1connect.GatewayServiceClient
+	logs       logbrokerv1connect.LogBrokerServiceClient
 }
 
 func newClients(endpoint, key string, hc *http.Client) (*clients, error) {
@@ -128,6 +143,7 @@ func newClients(endpoint, key string, hc *http.Client) (*clients, error) {
 		query:      queryv1connect.NewQueryServiceClient(hc, endpoint, opts...),
 		satellites: registryv1connect.NewRegistryServiceClient(hc, endpoint, opts...),
 		gateway:    gatewayv1connect.NewGatewayServiceClient(hc, endpoint, opts...),
+		logs:       logbrokerv1connect.NewLogBrokerServiceClient(hc, endpoint, opts...),
 	}, nil
 }
 
