@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -58,5 +59,35 @@ func TestLevelFilters(t *testing.T) {
 	log.Warn("kept")
 	if buf.Len() == 0 {
 		t.Fatal("warn line not written")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	var buf bytes.Buffer
+	log := obslog.New(&buf, obslog.Options{Service: "svc", Region: "r1"})
+	log.Info("hello", obslog.Event("x.y"), "k", 1, slog.Group("g", "a", "b"))
+	log.Error("boom", "error", "bad")
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if err := obslog.Validate([]byte(line)); err != nil {
+			t.Fatalf("our own line %s: %v", line, err)
+		}
+	}
+	// Lines written outside obslog fail.
+	var plain bytes.Buffer
+	slog.New(slog.NewJSONHandler(&plain, nil)).Info("hi", "k", 1)
+	for name, line := range map[string]string{
+		"plain slog":       plain.String(),
+		"text":             "2026/11/24 starting up",
+		"missing service":  `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"m","schema":"orbit.log/v1"}`,
+		"unknown field":    `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"m","schema":"orbit.log/v1","service":"s","k":1}`,
+		"wrong schema":     `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"m","schema":"orbit.log/v2","service":"s"}`,
+		"bad level":        `{"time":"2026-11-24T00:00:00Z","level":"LOUD","message":"m","schema":"orbit.log/v1","service":"s"}`,
+		"bad time":         `{"time":"yesterday","level":"INFO","message":"m","schema":"orbit.log/v1","service":"s"}`,
+		"attrs not object": `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"m","schema":"orbit.log/v1","service":"s","attrs":3}`,
+		"id not string":    `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"m","schema":"orbit.log/v1","service":"s","tenant":7}`,
+	} {
+		if err := obslog.Validate([]byte(line)); err == nil {
+			t.Errorf("%s: accepted %s", name, line)
+		}
 	}
 }

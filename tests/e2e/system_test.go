@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,6 +166,17 @@ func newSystem(t testing.TB, o options) *system {
 		s.logs.file = f
 	}
 	t.Cleanup(func() {
+		// Every service logs in the schema (docs/logging.md): a line
+		// outside it fails the test that made it.
+		for i, line := range strings.Split(s.logs.String(), "\n") {
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			if err := obslog.Validate([]byte(line)); err != nil {
+				t.Errorf("log line %d is outside the log schema (%v): %s", i+1, err, line)
+				break
+			}
+		}
 		if t.Failed() {
 			t.Logf("service logs:\n%s", s.logs.String())
 		}
