@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
@@ -25,6 +26,7 @@ var flagSets = map[string]manifestcheck.FlagSetFunc{
 	"gateway":     gateway.Flags,
 	"querybroker": querybroker.Flags,
 	"logbroker":   logbroker.Flags,
+	"collector":   collector.Flags,
 	"registry":    registry.Flags,
 	"satellite":   satellite.Flags,
 }

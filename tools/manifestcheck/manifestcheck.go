@@ -150,18 +150,18 @@ func checkDoc(doc []byte, flagsFor map[string]FlagSetFunc) (int, error) {
 	if err := strictDecode(doc, obj); err != nil {
 		return 0, fmt.Errorf("%s: %w", meta.Kind, err)
 	}
-	var pod *corev1.PodSpec
+	var tmpl *corev1.PodTemplateSpec
 	switch o := obj.(type) {
 	case *appsv1.Deployment:
-		pod = &o.Spec.Template.Spec
+		tmpl = &o.Spec.Template
 	case *appsv1.DaemonSet:
-		pod = &o.Spec.Template.Spec
+		tmpl = &o.Spec.Template
 	case *appsv1.StatefulSet:
-		pod = &o.Spec.Template.Spec
+		tmpl = &o.Spec.Template
 	default:
 		return 0, nil
 	}
-	return 1, checkPod(meta.Kind, pod, flagsFor)
+	return 1, checkPod(meta.Kind, tmpl, flagsFor)
 }
 
 func strictDecode(doc []byte, into any) error {
@@ -180,10 +180,20 @@ func strictDecode(doc []byte, into any) error {
 	return nil
 }
 
-func checkPod(kind string, pod *corev1.PodSpec, flagsFor map[string]FlagSetFunc) error {
+// RunAsRootAnnotation on a pod template allows it to run as root; its value
+// says why (a node agent reading root-owned files). Capabilities are still
+// dropped.
+const RunAsRootAnnotation = "orbit.dev/run-as-root"
+
+func checkPod(kind string, tmpl *corev1.PodTemplateSpec, flagsFor map[string]FlagSetFunc) error {
 	var errs []error
-	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
-		errs = append(errs, fmt.Errorf("%s: pod securityContext.runAsNonRoot must be true", kind))
+	pod := &tmpl.Spec
+	if why := tmpl.Annotations[RunAsRootAnnotation]; why != "" {
+		if pod.SecurityContext == nil || pod.SecurityContext.RunAsUser == nil || *pod.SecurityContext.RunAsUser != 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is set: say runAsUser: 0 explicitly", kind, RunAsRootAnnotation))
+		}
+	} else if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		errs = append(errs, fmt.Errorf("%s: pod securityContext.runAsNonRoot must be true (or annotate the template %s with the reason)", kind, RunAsRootAnnotation))
 	}
 	for _, c := range pod.Containers {
 		where := fmt.Sprintf("%s container %q", kind, c.Name)

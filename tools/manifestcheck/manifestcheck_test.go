@@ -24,6 +24,9 @@ func TestCheck(t *testing.T) {
 		{"badflag", flags, "flag provided but not defined: -nats-urls"},
 		{"good", map[string]FlagSetFunc{}, "no flag set registered"},
 		{"nokustomize", flags, "kustomization.yaml"},
+		{"rootok", flags, ""},
+		{"rootnoreason", flags, "runAsNonRoot must be true"},
+		{"rootnouser", flags, "say runAsUser: 0"},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			err := Check("testdata/"+tc.dir, tc.flags)
