@@ -83,6 +83,14 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" query --selector env=demo -o csv "SELECT count(*) AS n FROM spans") || fail "$name: orbitctl query"
   [ "$(grep -c '^demo-[0-9],[1-9]' <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want span counts from 3 satellites"; }
   echo "$name: 3 demo satellites HEALTHY and answering through the gateway"
+  # The services' own logs reach the log broker through the collector.
+  out=""
+  for _ in $(seq 1 30); do # the collector creates the stream when it starts
+    out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key timeout 30 "$tmp/orbitctl" logs tail orbit-logs --from earliest --until 20 --service registry) && break
+    sleep 1
+  done
+  grep -q registry <<<"$out" || { echo "$out"; fail "$name: no registry lines in the orbit-logs stream"; }
+  echo "$name: services' logs followed through collector and log broker"
   kill -INT $pid
   wait $pid || { cat "$tmp/$name.log"; fail "$name: orbit dev did not stop cleanly"; }
   echo "$name: orbit dev came up, wrote dev.json and stopped cleanly"

@@ -92,9 +92,21 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if ws := os.Getenv("BUILD_WORKSPACE_DIRECTORY"); ws != "" && !filepath.IsAbs(cfg.DataDir) {
 		cfg.DataDir = filepath.Join(ws, cfg.DataDir)
 	}
-	cfg.Logger = obslog.New(stderr, obslog.Options{Service: "orbit-dev", Level: lvl})
+	// Every service's lines also go to <data-dir>/logs/services.log, which
+	// the collector follows into the log broker (docs/development.md).
+	logDir := filepath.Join(cfg.DataDir, dev.LogDir)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	logFile, err := os.OpenFile(filepath.Join(logDir, "services.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer logFile.Close()
+	logOut := io.MultiWriter(stderr, logFile)
+	cfg.Logger = obslog.New(logOut, obslog.Options{Service: "orbit-dev", Level: lvl})
 	cfg.ServiceLogger = func(service string) *slog.Logger {
-		return obslog.New(stderr, obslog.Options{Service: service, Region: "local", Level: lvl})
+		return obslog.New(logOut, obslog.Options{Service: service, Region: "local", Level: lvl})
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

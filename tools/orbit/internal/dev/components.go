@@ -16,6 +16,7 @@ import (
 	"github.com/orbitplane/orbit/libs/natsbus"
 	"github.com/orbitplane/orbit/libs/otelsetup"
 	"github.com/orbitplane/orbit/libs/svcmain"
+	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
@@ -24,9 +25,16 @@ import (
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 )
 
+// LogDir (under the data dir) holds the services' log files; the collector
+// ships them to the stream LogStream of the dev tenant.
+const (
+	LogDir    = "logs"
+	LogStream = "orbit-logs"
+)
+
 // Components are the services `orbit dev` runs, in start order: the
-// registry, a connector, the query broker, the log broker, the gateway, then
-// the demo satellites.
+// registry, a connector, the query broker, the log broker, the collector,
+// the gateway, then the demo satellites.
 func Components(satellites int) []Component {
 	cs := []Component{
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
@@ -42,6 +50,12 @@ func Components(satellites int) []Component {
 		}),
 		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		}),
+		service("collector", collector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return collector.New(collector.Config{
+				Files: []string{filepath.Join(env.Config.DataDir, LogDir, "*.log")}, StateDir: env.DataDir,
+				LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Stream: LogStream,
+			}, collector.Deps{Logger: d.log, TracerProvider: d.tp})
 		}),
 		service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: "local"}
