@@ -90,7 +90,12 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
     sleep 1
   done
   grep -q registry <<<"$out" || { echo "$out"; fail "$name: no registry lines in the orbit-logs stream"; }
-  echo "$name: services' logs followed through collector and log broker"
+  for _ in $(seq 1 60); do # and the router writes them to its file sink
+    grep -q '"service":"registry"' "$dir/router/routed.log" 2>/dev/null && break
+    sleep 0.5
+  done
+  grep -q '"service":"registry"' "$dir/router/routed.log" || fail "$name: the router wrote no registry lines to $dir/router/routed.log"
+  echo "$name: services' logs followed through collector, log broker and router"
   kill -INT $pid
   wait $pid || { cat "$tmp/$name.log"; fail "$name: orbit dev did not stop cleanly"; }
   echo "$name: orbit dev came up, wrote dev.json and stopped cleanly"

@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
+	"github.com/orbitplane/orbit/services/router/router"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 	"github.com/orbitplane/orbit/tools/manifestcheck"
 )
@@ -27,6 +30,7 @@ var flagSets = map[string]manifestcheck.FlagSetFunc{
 	"querybroker": querybroker.Flags,
 	"logbroker":   logbroker.Flags,
 	"collector":   collector.Flags,
+	"router":      router.Flags,
 	"registry":    registry.Flags,
 	"satellite":   satellite.Flags,
 }
@@ -59,5 +63,26 @@ func TestManifests(t *testing.T) {
 	}
 	if len(dirs) == 0 {
 		t.Log("no services with deploy/ yet; manifestcheck's own tests cover the checker")
+	}
+}
+
+// TestRouterRulesConfigMap: the rules shipped in the router's ConfigMap
+// pass the router's own checks.
+func TestRouterRulesConfigMap(t *testing.T) {
+	if os.Getenv("TEST_SRCDIR") != "" {
+		t.Skip("walks the source tree; runs under go test (tools/test.sh runs both)")
+	}
+	b, err := os.ReadFile("../../services/router/deploy/configmap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := router.ParseRules([]byte(cm.Data["rules.yaml"])); err != nil {
+		t.Fatalf("configmap rules: %v", err)
 	}
 }

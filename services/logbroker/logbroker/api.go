@@ -483,6 +483,9 @@ func (a *api) PublishBatch(ctx context.Context, req *connect.Request[logbrokerv1
 			case err := <-f.Err():
 				return nil, s.publishErr(tenant, r.Stream, fmt.Errorf("message %d of %d: %w", i, len(msgs), err))
 			case <-pctx.Done():
+				if ctx.Err() != nil { // the caller went away
+					return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("publish canceled at message %d of %d", i, len(msgs)))
+				}
 				return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("no ack for message %d of %d within %v", i, len(msgs), s.cfg.PublishTimeout))
 			}
 		}

@@ -2,9 +2,11 @@ package dev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
+	"github.com/orbitplane/orbit/services/router/router"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 )
 
@@ -30,11 +33,28 @@ import (
 const (
 	LogDir    = "logs"
 	LogStream = "orbit-logs"
+	// RoutedLog is the router's file sink, under the router's own
+	// directory (not LogDir: the collector would ship it again).
+	RoutedLog = "routed.log"
 )
+
+// DevRules are the router's rules in a new data dir (edit
+// <data-dir>/router/rules.yaml; the router reloads it): mask secrets and
+// personal data, keep everything in a rotated file.
+const DevRules = `version: 1
+sources:
+  - stream: orbit-logs
+sinks:
+  archive: {type: file, path: %q, max_bytes: 67108864, max_files: 3}
+rules:
+  - name: mask
+    mask: {field_names: [password, authorization, api_key, deploy_key], patterns: [email, token, card]}
+    route: [archive]
+`
 
 // Components are the services `orbit dev` runs, in start order: the
 // registry, a connector, the query broker, the log broker, the collector,
-// the gateway, then the demo satellites.
+// the router, the gateway, then the demo satellites.
 func Components(satellites int) []Component {
 	cs := []Component{
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
@@ -56,6 +76,16 @@ func Components(satellites int) []Component {
 				Files: []string{filepath.Join(env.Config.DataDir, LogDir, "*.log")}, StateDir: env.DataDir,
 				LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Stream: LogStream,
 			}, collector.Deps{Logger: d.log, TracerProvider: d.tp})
+		}),
+		service("router", router.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			rules := filepath.Join(env.DataDir, "rules.yaml")
+			if _, err := os.Stat(rules); errors.Is(err, os.ErrNotExist) {
+				if err := os.WriteFile(rules, []byte(fmt.Sprintf(DevRules, filepath.Join(env.DataDir, RoutedLog))), 0o644); err != nil {
+					return nil, err
+				}
+			}
+			return router.New(router.Config{Rules: rules, LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Region: "local"},
+				router.Deps{Logger: d.log, TracerProvider: d.tp})
 		}),
 		service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: "local"}
