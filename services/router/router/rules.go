@@ -387,6 +387,32 @@ var builtinPatterns = map[string]string{
 type pattern struct {
 	name string
 	re   *regexp.Regexp
+	// may is a cheap test that is true for every string the expression can
+	// match; false skips the expression (most fields — IDs, times, levels —
+	// cannot hold an email, an address or a card number).
+	may func(string) bool
+}
+
+func countDigits(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			n++
+		}
+	}
+	return n
+}
+
+// prefilters hold for every match of the built-in pattern of that name.
+var prefilters = map[string]func(string) bool{
+	"email": func(s string) bool { return strings.IndexByte(s, '@') >= 0 },
+	"ipv4":  func(s string) bool { return strings.Count(s, ".") >= 3 },
+	"ipv6":  func(s string) bool { return strings.Count(s, ":") >= 2 },
+	"card":  func(s string) bool { return countDigits(s) >= 13 },
+	"token": func(s string) bool {
+		// bearer / key=value forms, JWTs, prefixed keys
+		return strings.ContainsAny(s, "=:_-") || strings.Contains(s, "eyJ") || strings.Contains(strings.ToLower(s), "bearer")
+	},
 }
 
 func compilePatterns(names []string) ([]pattern, error) {
@@ -401,7 +427,11 @@ func compilePatterns(names []string) ([]pattern, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mask pattern %q is neither built in (email, ipv4, ipv6, card, token) nor a valid regular expression: %w", n, err)
 		}
-		out = append(out, pattern{name: name, re: re})
+		may := prefilters[name]
+		if !ok || may == nil {
+			may = func(string) bool { return true }
+		}
+		out = append(out, pattern{name: name, re: re, may: may})
 	}
 	return out, nil
 }
@@ -413,7 +443,7 @@ func maskString(s string, ps []pattern) string {
 	for range 4 {
 		changed := false
 		for _, p := range ps {
-			if p.re.MatchString(s) {
+			if p.may(s) && p.re.MatchString(s) {
 				s = p.re.ReplaceAllLiteralString(s, "[masked:"+p.name+"]")
 				changed = true
 			}
@@ -423,7 +453,7 @@ func maskString(s string, ps []pattern) string {
 		}
 	}
 	for _, p := range ps {
-		if p.re.MatchString(s) {
+		if p.may(s) && p.re.MatchString(s) {
 			return "[masked]"
 		}
 	}
