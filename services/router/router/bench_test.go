@@ -101,7 +101,6 @@ func plainMask(v any, ps []pattern) any {
 	return v
 }
 
-
 // benchEvents makes schema lines of about 300 bytes: five services, mostly
 // INFO, some DEBUG, WARN and ERROR, a few carrying emails, addresses and
 // tokens.

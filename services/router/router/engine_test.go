@@ -277,6 +277,8 @@ func randomText(rng *rand.Rand) string {
 		func() string { return "Bearer " + word(rng) + "." + word(rng) },
 		func() string { return "ok_" + word(rng) + word(rng) + "12345678" },
 		func() string { return "api_key=" + word(rng) },
+		func() string { return flipCase(rng, "eyJ"+word(rng)+"."+word(rng)+"."+word(rng)) },
+		func() string { return flipCase(rng, "bearer ") + word(rng) },
 		func() string { return word(rng) },
 		func() string {
 			return []string{" ", ", ", ":", "=", "\"", "(", ")", "/", "-", "@", ".", "\n"}[rng.IntN(12)]
@@ -288,6 +290,23 @@ func randomText(rng *rand.Rand) string {
 		b.WriteString(pieces[rng.IntN(len(pieces))]())
 	}
 	return b.String()
+}
+
+// flipCase changes the case of random letters (the token expression is
+// case-insensitive; a shortcut that is not would let values through).
+func flipCase(rng *rand.Rand, s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if rng.IntN(2) == 0 {
+			switch {
+			case c >= 'a' && c <= 'z':
+				b[i] = c - 32
+			case c >= 'A' && c <= 'Z':
+				b[i] = c + 32
+			}
+		}
+	}
+	return string(b)
 }
 
 func word(rng *rand.Rand) string {
@@ -361,4 +380,3 @@ tests:
 		t.Fatalf("failed %d %v\n%s", failed, err, out.String())
 	}
 }
-

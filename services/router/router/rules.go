@@ -411,7 +411,12 @@ var prefilters = map[string]func(string) bool{
 	"card":  func(s string) bool { return countDigits(s) >= 13 },
 	"token": func(s string) bool {
 		// bearer / key=value forms, JWTs, prefixed keys
-		return strings.ContainsAny(s, "=:_-") || strings.Contains(s, "eyJ") || strings.Contains(strings.ToLower(s), "bearer")
+		// The expression is case-insensitive throughout.
+		if strings.ContainsAny(s, "=:_-") {
+			return true
+		}
+		l := strings.ToLower(s)
+		return strings.Contains(l, "eyj") || strings.Contains(l, "bearer")
 	},
 }
 
