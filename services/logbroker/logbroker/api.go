@@ -2,7 +2,6 @@ package logbroker
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orbitplane/orbit/libs/loadingcache"
+	"github.com/orbitplane/orbit/libs/logstream"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
@@ -31,6 +31,7 @@ type streamKey struct{ tenant, name string }
 // streamMeta is what publishing needs to know about a stream.
 type streamMeta struct {
 	js      string // JetStream stream name
+	name    string
 	subject string // the tenant's subject pattern
 	compact bool
 }
@@ -78,7 +79,7 @@ func (s *Service) loadStream(ctx context.Context, k streamKey) (*streamMeta, err
 		return nil, err
 	}
 	md := info.Config.Metadata
-	return &streamMeta{js: info.Config.Name, subject: md[metaSubject], compact: md[metaCompact] == "true"}, nil
+	return &streamMeta{js: info.Config.Name, name: k.name, subject: md[metaSubject], compact: md[metaCompact] == "true"}, nil
 }
 
 func (s *Service) meta(ctx context.Context, tenant, name string) (*streamMeta, error) {
@@ -303,66 +304,15 @@ func (a *api) DescribeStream(ctx context.Context, req *connect.Request[logbroker
 
 // message builds the NATS message of one publish, enforcing the limits.
 func (s *Service) message(tenant string, m *streamMeta, subject string, key, value []byte, headers map[string]string, dedup string) (*nats.Msg, error) {
-	bad := func(format string, args ...any) (*nats.Msg, error) {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
-	}
-	if subject == "" {
-		if !literal(m.subject) {
-			return bad("subject is required: the stream's subject %q has wildcards", m.subject)
-		}
-		subject = m.subject
-	}
-	if err := validSubject(subject, false); err != nil {
-		return bad("%v", err)
-	}
-	if !matches(m.subject, subject) {
-		return bad("subject %q is not under the stream's subject %q", subject, m.subject)
-	}
-	if len(key) > MaxKeyBytes {
-		return bad("key is %d bytes; the limit is %d", len(key), MaxKeyBytes)
-	}
-	if m.compact && len(key) == 0 {
-		return bad("the stream is compacted by key: every message needs a key")
-	}
-	if len(dedup) > MaxDedupIDBytes {
-		return bad("dedup_id is %d bytes; the limit is %d", len(dedup), MaxDedupIDBytes)
-	}
-	if len(headers) > MaxHeaders {
-		return bad("%d headers; the limit is %d", len(headers), MaxHeaders)
-	}
-	size := len(key) + len(value)
-	msg := &nats.Msg{Subject: natsSubject(tenant, subject), Data: value}
-	if len(headers) > 0 || len(key) > 0 || dedup != "" {
-		msg.Header = make(nats.Header, len(headers)+3)
-	}
-	for k, v := range headers {
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "nats-") || strings.HasPrefix(lk, "orbit-") || k == "" || strings.ContainsAny(k, ": \r\n") || strings.ContainsAny(v, "\r\n") {
-			return bad("header %q: names starting Nats- or Orbit- are reserved; no ':', spaces or line breaks", k)
-		}
-		msg.Header.Set(k, v)
-		size += len(k) + len(v)
-	}
-	if size > s.cfg.MaxMessageBytes {
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message is %d bytes; the limit is %d", size, s.cfg.MaxMessageBytes))
-	}
-	if len(key) > 0 {
-		msg.Header.Set(hdrKey, base64.StdEncoding.EncodeToString(key))
-		if m.compact {
-			msg.Header.Set(hdrSubject, subject)
-			msg.Subject = keyedSubject(tenant, streamNameOf(m), key)
-		}
-	}
-	if dedup != "" {
-		msg.Header.Set(jetstream.MsgIDHeader, dedup)
+	msg, err := logstream.Build(logstream.Stream{Tenant: tenant, JS: m.js, Name: m.name, Subject: m.subject, Compact: m.compact},
+		logstream.Message{Subject: subject, Key: key, Value: value, Headers: headers, DedupID: dedup}, s.cfg.MaxMessageBytes)
+	switch {
+	case errors.Is(err, logstream.ErrTooLarge):
+		return nil, connect.NewError(connect.CodeResourceExhausted, err)
+	case err != nil:
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New(strings.TrimPrefix(err.Error(), logstream.ErrInvalid.Error()+": ")))
 	}
 	return msg, nil
-}
-
-// streamNameOf recovers the tenant's stream name from the JetStream name.
-func streamNameOf(m *streamMeta) string {
-	// LB_<16 hex>_<name>
-	return m.js[len("LB_")+16+1:]
 }
 
 func ackPolicy(p logbrokerv1.AckPolicy) string {

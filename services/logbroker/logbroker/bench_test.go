@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orbitplane/orbit/libs/logstream"
 	"github.com/orbitplane/orbit/libs/testing/testbench"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
@@ -94,8 +95,10 @@ func BenchmarkAsyncPublish(b *testing.B) {
 	b.ReportMetric(testbench.Median(ratios), "ratio")
 }
 
-// BenchmarkSyncPublish: one Publish at a time, waiting for the ack, against
-// raw JetStream's synchronous publish.
+// BenchmarkSyncPublish: one publish at a time, waiting for the ack —
+// through the broker's Publish RPC and through logstream.Publisher (direct to
+// JetStream under the broker's conventions) — against raw JetStream's
+// synchronous publish.
 func BenchmarkSyncPublish(b *testing.B) {
 	f := start(b, Config{})
 	ctx := as("bench")
@@ -122,7 +125,8 @@ func BenchmarkSyncPublish(b *testing.B) {
 		slices.Sort(l)
 		return l[n/2]
 	}
-	var raws, brokers, ratios []float64
+	direct := logstream.NewPublisher(js, "bench", 0)
+	var raws, brokers, directs, ratios, directRatios []float64
 	for range b.N {
 		for round := range 3 {
 			raw := p50(func() error { _, err := js.Publish(context.Background(), "raw", value); return err })
@@ -130,11 +134,18 @@ func BenchmarkSyncPublish(b *testing.B) {
 				_, err := f.client.Publish(ctx, connect.NewRequest(&logbrokerv1.PublishRequest{Stream: "lb", Value: value}))
 				return err
 			})
-			b.Logf("round %d: logbroker Publish p50 %v, raw JetStream sync publish p50 %v", round, broker, raw)
-			raws, brokers, ratios = append(raws, float64(raw)/1e6), append(brokers, float64(broker)/1e6), append(ratios, float64(broker)/float64(raw))
+			d := p50(func() error {
+				_, err := direct.Publish(context.Background(), "lb", logstream.Message{Value: value})
+				return err
+			})
+			b.Logf("round %d: logbroker Publish RPC p50 %v, logstream.Publisher (direct) p50 %v, raw JetStream sync publish p50 %v", round, broker, d, raw)
+			raws, brokers, directs = append(raws, float64(raw)/1e6), append(brokers, float64(broker)/1e6), append(directs, float64(d)/1e6)
+			ratios, directRatios = append(ratios, float64(broker)/float64(raw)), append(directRatios, float64(d)/float64(raw))
 		}
 	}
-	b.ReportMetric(testbench.Median(brokers), "p50_ms")
+	b.ReportMetric(testbench.Median(brokers), "rpc_p50_ms")
+	b.ReportMetric(testbench.Median(directs), "direct_p50_ms")
 	b.ReportMetric(testbench.Median(raws), "raw_p50_ms")
-	b.ReportMetric(testbench.Median(ratios), "ratio")
+	b.ReportMetric(testbench.Median(ratios), "rpc_ratio")
+	b.ReportMetric(testbench.Median(directRatios), "direct_ratio")
 }

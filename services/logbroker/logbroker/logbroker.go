@@ -27,6 +27,7 @@ import (
 
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/loadingcache"
+	"github.com/orbitplane/orbit/libs/logstream"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/svcmain"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
@@ -36,20 +37,13 @@ import (
 const (
 	// DefaultMaxMessageBytes leaves room for headers under NATS's default
 	// 1 MiB max_payload.
-	DefaultMaxMessageBytes           = 1000 << 10
+	DefaultMaxMessageBytes           = logstream.DefaultMaxMessageBytes
 	DefaultMaxBatchMessages          = 1000
 	DefaultMaxBatchBytes             = 8 << 20
 	DefaultMaxSubscriptionsPerTenant = 64
 	DefaultMaxStreamsPerTenant       = 100
 	DefaultDuplicateWindow           = 2 * time.Minute
 	DefaultPublishTimeout            = 10 * time.Second
-	// MaxKeyBytes bounds a message key (it becomes a subject token in
-	// compacted streams).
-	MaxKeyBytes = 256
-	// MaxHeaders bounds the headers of one message.
-	MaxHeaders = 32
-	// MaxDedupIDBytes bounds a dedup ID.
-	MaxDedupIDBytes = 128
 	// MaxReplicas is the most replicas a stream may ask for.
 	MaxReplicas = 5
 )

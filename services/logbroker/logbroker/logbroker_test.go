@@ -2,6 +2,7 @@ package logbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -11,11 +12,13 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/embednats"
+	"github.com/orbitplane/orbit/libs/logstream"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
@@ -636,4 +639,46 @@ func startNATS(t testing.TB, dir string, port int) *server.Server {
 		ns.WaitForShutdown()
 	})
 	return ns
+}
+
+// TestDirectPublisher: logstream.Publisher writes straight to JetStream and
+// the broker reads what it wrote as its own: subject, key, headers, dedup,
+// compaction; another tenant's publisher finds no such stream.
+func TestDirectPublisher(t *testing.T) {
+	f := start(t, Config{})
+	f.create(t, "t1", &logbrokerv1.StreamConfig{Name: "app", Subject: "app.*"})
+	f.create(t, "t1", &logbrokerv1.StreamConfig{Name: "state", Subject: "state", CompactByKey: true})
+	js, err := jetstream.New(testnats.Connect(t, f.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := logstream.NewPublisher(js, "t1", 0)
+	a1, err := p.Publish(ctx, "app", logstream.Message{Subject: "app.web", Key: []byte("k"), Value: []byte("direct"), Headers: map[string]string{"level": "info"}, DedupID: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := p.Publish(ctx, "app", logstream.Message{Subject: "app.web", Value: []byte("direct"), DedupID: "d1"})
+	if err != nil || !a2.Duplicate || a2.Sequence != a1.Sequence {
+		t.Fatalf("dedup: %v %v", a2, err)
+	}
+	m := f.read(t, "t1", &logbrokerv1.SubscribeRequest{Stream: "app", Start: logbrokerv1.StartPosition_START_POSITION_EARLIEST}, 1)[0]
+	if string(m.Value) != "direct" || m.Subject != "app.web" || string(m.Key) != "k" || m.Headers["level"] != "info" || m.Offset != 1 {
+		t.Fatalf("read back %v", m)
+	}
+	for _, k := range []string{"a", "b", "a"} {
+		if _, err := p.Publish(ctx, "state", logstream.Message{Key: []byte(k), Value: []byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := f.client.DescribeStream(as("t1"), connect.NewRequest(&logbrokerv1.DescribeStreamRequest{Name: "state"}))
+	if err != nil || d.Msg.Stream.Messages != 2 {
+		t.Fatalf("compacted stream holds %v: %v", d.Msg.GetStream().GetMessages(), err)
+	}
+	if _, err := p.Publish(ctx, "app", logstream.Message{Subject: "elsewhere", Value: []byte("x")}); !errors.Is(err, logstream.ErrInvalid) {
+		t.Fatalf("bad subject: %v", err)
+	}
+	if _, err := logstream.NewPublisher(js, "t2", 0).Publish(ctx, "app", logstream.Message{Subject: "app.web", Value: []byte("x")}); !errors.Is(err, logstream.ErrNotFound) {
+		t.Fatalf("t2 publishing into t1's stream: %v", err)
+	}
 }

@@ -1,124 +1,38 @@
 package logbroker
 
-import (
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"fmt"
-	"strings"
-)
+import "github.com/orbitplane/orbit/libs/logstream"
 
-// NATS subject and JetStream name layout.
+// The layout of streams on JetStream is libs/logstream's, shared with
+// direct publishers.
 const (
-	// subjectPrefix.<tenant>.<subject>: what a stream captures. Plain NATS
-	// publishers publish here too.
-	subjectPrefix = "lb"
-	// keyedPrefix.<tenant>.<stream>.<key>: keyed messages of a compacted
-	// stream, so JetStream keeps the newest per key (MaxMsgsPerSubject 1).
-	keyedPrefix = "lbk"
-	// cursorPrefix.<tenant>.<stream>.<consumer>: cursors.
-	cursorPrefix = "lbcur"
+	subjectPrefix = logstream.SubjectPrefix
+	cursorPrefix  = logstream.CursorPrefix
 	// CursorStream is the compacted JetStream stream holding cursors.
-	CursorStream = "LB_CURSORS"
-
-	hdrKey     = "Orbit-Key"     // the message key, base64
-	hdrSubject = "Orbit-Subject" // the publisher's subject of a keyed message
-
-	metaTenant  = "orbit.tenant"
-	metaName    = "orbit.stream"
-	metaSubject = "orbit.subject"
-	metaCompact = "orbit.compact"
-
+	CursorStream = logstream.CursorStream
+	hdrKey       = logstream.HdrKey
+	hdrSubject   = logstream.HdrSubject
+	metaTenant   = logstream.MetaTenant
+	metaName     = logstream.MetaName
+	metaSubject  = logstream.MetaSubject
+	metaCompact  = logstream.MetaCompact
 	// MaxNameBytes bounds a stream name.
-	MaxNameBytes = 40
+	MaxNameBytes = logstream.MaxNameBytes
 	// MaxSubjectBytes bounds a stream's or a message's subject.
-	MaxSubjectBytes = 256
+	MaxSubjectBytes = logstream.MaxSubjectBytes
+	// MaxKeyBytes bounds a message key.
+	MaxKeyBytes = logstream.MaxKeyBytes
+	// MaxHeaders bounds the headers of one message.
+	MaxHeaders = logstream.MaxHeaders
+	// MaxDedupIDBytes bounds a dedup ID.
+	MaxDedupIDBytes = logstream.MaxDedupIDBytes
 )
 
-// validName: 1–40 of [A-Za-z0-9_-].
-func validName(kind, n string) error {
-	if n == "" || len(n) > MaxNameBytes {
-		return fmt.Errorf("%s must be 1 to %d characters", kind, MaxNameBytes)
-	}
-	for _, r := range n {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return fmt.Errorf("%s %q: only letters, digits, '-' and '_'", kind, n)
-		}
-	}
-	return nil
-}
-
-// jsName is the JetStream stream of a tenant's stream. The tenant is hashed
-// (tenant IDs may contain '_'); the stream's metadata names the tenant and
-// every lookup checks it.
-func jsName(tenant, name string) string {
-	h := sha256.Sum256([]byte(tenant))
-	return "LB_" + hex.EncodeToString(h[:8]) + "_" + name
-}
-
-// validSubject checks a dot-separated subject; wildcards ('*' tokens and a
-// final '>') only where allowed.
-func validSubject(s string, wildcards bool) error {
-	if s == "" || len(s) > MaxSubjectBytes {
-		return fmt.Errorf("subject must be 1 to %d bytes", MaxSubjectBytes)
-	}
-	toks := strings.Split(s, ".")
-	for i, t := range toks {
-		switch {
-		case t == "":
-			return fmt.Errorf("subject %q has an empty token", s)
-		case t == "*" || t == ">":
-			if !wildcards {
-				return fmt.Errorf("subject %q: wildcards are for stream subjects, not messages", s)
-			}
-			if t == ">" && i != len(toks)-1 {
-				return fmt.Errorf("subject %q: '>' must be the last token", s)
-			}
-		default:
-			for _, r := range t {
-				if r <= ' ' || r == 0x7f || r == '*' || r == '>' {
-					return fmt.Errorf("subject %q: no spaces, control characters or wildcards inside a token", s)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func literal(subject string) bool {
-	return !strings.Contains("."+subject+".", ".*.") && !strings.HasSuffix("."+subject, ".>")
-}
-
-// matches reports whether a literal subject falls under pattern.
-func matches(pattern, subject string) bool {
-	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, t := range p {
-		if t == ">" {
-			return len(s) > i
-		}
-		if i >= len(s) || (t != "*" && t != s[i]) {
-			return false
-		}
-	}
-	return len(p) == len(s)
-}
-
-func natsSubject(tenant, subject string) string {
-	return subjectPrefix + "." + tenant + "." + subject
-}
-
-func userSubject(tenant, natsSubj string) string {
-	return strings.TrimPrefix(natsSubj, subjectPrefix+"."+tenant+".")
-}
-
-func keyedSubject(tenant, stream string, key []byte) string {
-	return keyedPrefix + "." + tenant + "." + stream + "." + base64.RawURLEncoding.EncodeToString(key)
-}
-
-func keyedPattern(tenant, stream string) string {
-	return keyedPrefix + "." + tenant + "." + stream + ".*"
-}
-
-func cursorSubject(tenant, stream, consumer string) string {
-	return cursorPrefix + "." + tenant + "." + stream + "." + consumer
-}
+var (
+	validName     = logstream.ValidName
+	jsName        = logstream.JSName
+	validSubject  = logstream.ValidSubject
+	natsSubject   = logstream.NATSSubject
+	userSubject   = logstream.UserSubject
+	keyedPattern  = logstream.KeyedPattern
+	cursorSubject = logstream.CursorSubject
+)
