@@ -357,6 +357,18 @@ func TestRetentionAndCompaction(t *testing.T) {
 	if o := offsets(f.read(t, "t1", &logbrokerv1.SubscribeRequest{Stream: "capped", Start: logbrokerv1.StartPosition_START_POSITION_EARLIEST}, 10)); o[0] != 16 || o[9] != 25 {
 		t.Fatalf("max 10 messages kept %v", o)
 	}
+	// By bytes: the oldest go first.
+	f.create(t, "t1", &logbrokerv1.StreamConfig{Name: "sized", Subject: "sized", Retention: &logbrokerv1.Retention{MaxBytes: 4000}})
+	for i := 1; i <= 50; i++ {
+		f.publish(t, "t1", &logbrokerv1.PublishRequest{Stream: "sized", Value: make([]byte, 200)})
+	}
+	d, err := f.client.DescribeStream(as("t1"), connect.NewRequest(&logbrokerv1.DescribeStreamRequest{Name: "sized"}))
+	if err != nil || d.Msg.Stream.Bytes > 4000 || d.Msg.Stream.LastOffset != 50 || d.Msg.Stream.Messages >= 50 {
+		t.Fatalf("max 4000 bytes: %v %v", d, err)
+	}
+	if o := offsets(f.read(t, "t1", &logbrokerv1.SubscribeRequest{Stream: "sized", Start: logbrokerv1.StartPosition_START_POSITION_EARLIEST, StopOffset: 50}, 0)); o[0] != d.Msg.Stream.FirstOffset || o[0] == 1 {
+		t.Fatalf("bytes retention: subscriber starts at %d (first offset %d)", o[0], d.Msg.Stream.FirstOffset)
+	}
 	f.create(t, "t1", &logbrokerv1.StreamConfig{Name: "aged", Subject: "aged", Retention: &logbrokerv1.Retention{MaxAge: durationpb.New(time.Second)}})
 	f.publish(t, "t1", &logbrokerv1.PublishRequest{Stream: "aged", Value: []byte("old")})
 	deadline := time.Now().Add(5 * time.Second)
