@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,6 +34,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/reqctx"
+	"github.com/orbitplane/orbit/libs/retry"
 	"github.com/orbitplane/orbit/libs/svcmain"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
@@ -309,39 +309,20 @@ func (c *Collector) Run(ctx context.Context) error {
 // is unreachable.
 func (c *Collector) ensureStream(ctx context.Context) error {
 	cfg := &logbrokerv1.StreamConfig{Name: c.cfg.Stream, Subject: c.cfg.Stream + ".>", Retention: &logbrokerv1.Retention{MaxAge: durationpb.New(c.cfg.StreamMaxAge)}}
-	return retry(ctx, func() error {
+	return retry.Do(ctx, backoff, func() error {
 		_, err := c.broker.CreateStream(c.ctx(ctx), connect.NewRequest(&logbrokerv1.CreateStreamRequest{Config: cfg}))
 		if connect.CodeOf(err) == connect.CodeAlreadyExists {
 			c.log.InfoContext(ctx, "stream exists with another config; using it", "event", "collector.stream_exists", "stream", c.cfg.Stream)
 			return nil
 		}
-		if err != nil {
-			c.log.WarnContext(ctx, "log broker not ready", "event", "collector.broker_unavailable", "error", err.Error())
-		}
 		return err
-	}, nil)
+	}, func(err error) {
+		c.log.WarnContext(ctx, "log broker not ready", "event", "collector.broker_unavailable", "error", err.Error())
+	})
 }
 
-// retry runs f until it succeeds or ctx ends, with capped exponential
-// backoff and jitter.
-func retry(ctx context.Context, f func() error, onRetry func()) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if onRetry != nil {
-			onRetry()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
-}
+// backoff paces retries while the broker is away.
+var backoff = retry.Backoff{Min: 100 * time.Millisecond, Max: maxBackoff}
 
 // entry is one line ready to publish.
 type entry struct {
@@ -492,7 +473,7 @@ func (c *Collector) ship(ctx context.Context, batch []entry) error {
 	c.m.shipping.Set(1)
 	defer c.m.shipping.Set(0)
 	warned := false
-	return retry(ctx, func() error {
+	return retry.Do(ctx, backoff, func() error {
 		_, err := c.broker.PublishBatch(c.ctx(ctx), connect.NewRequest(req))
 		if err != nil && !warned && ctx.Err() == nil {
 			warned = true
@@ -502,7 +483,7 @@ func (c *Collector) ship(ctx context.Context, batch []entry) error {
 			c.log.InfoContext(ctx, "log broker took the held batch", "event", "collector.unblocked", "lines", len(batch))
 		}
 		return err
-	}, c.m.retries.Inc)
+	}, func(error) { c.m.retries.Inc() })
 }
 
 // commit records an acknowledged batch: positions advance and are saved,

@@ -13,110 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/obslog"
-	"github.com/orbitplane/orbit/libs/reqctx"
-	"github.com/orbitplane/orbit/libs/testing/testnats"
-	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
-	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
-	"github.com/orbitplane/orbit/services/logbroker/logbroker"
+	"github.com/orbitplane/orbit/services/logbroker/logbrokertest"
 )
 
 const tenant = "t1"
-
-// broker is a real log broker on a fixed port, so it can be stopped and
-// started again where the collector expects it.
-type broker struct {
-	t    *testing.T
-	ns   *server.Server
-	addr string
-	stop func()
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func startBroker(t *testing.T) *broker {
-	b := &broker{t: t, ns: testnats.Start(t), addr: freeAddr(t)}
-	b.start()
-	t.Cleanup(func() { b.halt() })
-	return b
-}
-
-func (b *broker) start() {
-	cfg := logbroker.Config{}
-	cfg.Server.Addr = b.addr
-	svc, err := logbroker.New(cfg, logbroker.Deps{NATS: testnats.Connect(b.t, b.ns)})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	if err := svc.Listen(); err != nil {
-		b.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	b.stop = func() { cancel(); <-done }
-}
-
-func (b *broker) halt() {
-	if b.stop != nil {
-		b.stop()
-		b.stop = nil
-	}
-}
-
-func (b *broker) url() string { return "http://" + b.addr }
-
-func (b *broker) client() logbrokerv1connect.LogBrokerServiceClient {
-	opts, _ := connectclient.Options(nil)
-	return logbrokerv1connect.NewLogBrokerServiceClient(connectclient.HTTPClient(nil), b.url(), opts...)
-}
-
-// read returns the stream's values from the start, waiting until want
-// distinct values arrived (or 15 s).
-func (b *broker) read(stream string, want int) []string {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(reqctx.MustWith(context.Background(), reqctx.Fields{Tenant: tenant}), 15*time.Second)
-	defer cancel()
-	// The collector creates the stream when it starts; wait for it.
-	for {
-		_, err := b.client().DescribeStream(ctx, connect.NewRequest(&logbrokerv1.DescribeStreamRequest{Name: stream}))
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			b.t.Fatalf("stream %s: %v", stream, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	st, err := b.client().Subscribe(ctx, connect.NewRequest(&logbrokerv1.SubscribeRequest{Stream: stream, Start: logbrokerv1.StartPosition_START_POSITION_EARLIEST}))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer st.Close()
-	var out []string
-	seen := map[string]bool{}
-	for len(seen) < want && st.Receive() {
-		v := string(st.Msg().Message.Value)
-		out = append(out, v)
-		seen[v] = true
-	}
-	if len(seen) < want {
-		b.t.Fatalf("got %d distinct of %d lines: %v", len(seen), want, st.Err())
-	}
-	return out
-}
 
 type running struct {
 	c    *Collector
@@ -213,12 +116,12 @@ func expectOnce(t *testing.T, got map[string]int, want []string) {
 // TestFilesRotationAndTruncation: lines of a file that is renamed away and
 // re-created, and of one truncated in place, all arrive, each once.
 func TestFilesRotationAndTruncation(t *testing.T) {
-	b := startBroker(t)
+	b := logbrokertest.Start(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app.log")
 	appendLines(t, app, numbered("before", 0, 120)...)
-	startCollector(t, Config{Files: []string{filepath.Join(dir, "*.log")}, StateDir: t.TempDir(), LogBrokerURL: b.url(), Stream: "logs", BatchLines: 50}, nil)
-	b.read("logs", 120)
+	startCollector(t, Config{Files: []string{filepath.Join(dir, "*.log")}, StateDir: t.TempDir(), LogBrokerURL: b.URL(), Stream: "logs", BatchLines: 50}, nil)
+	b.Read(tenant, "logs", 120)
 
 	// Rotation: rename away (out of the glob), write to the old file a last
 	// time, and start a new one.
@@ -230,14 +133,14 @@ func TestFilesRotationAndTruncation(t *testing.T) {
 	// copytruncate on another file.
 	ct := filepath.Join(dir, "ct.log")
 	appendLines(t, ct, numbered("ct-first", 0, 30)...)
-	b.read("logs", 240)
+	b.Read(tenant, "logs", 240)
 	if err := os.Truncate(ct, 0); err != nil {
 		t.Fatal(err)
 	}
 	appendLines(t, ct, numbered("ct-second", 0, 5)...)
 	appendLines(t, ct, `{"time":"2026-11-24T00:00:00Z","level":"INFO","message":"json passes as is","schema":"orbit.log/v1","service":"ct"}`)
 
-	got := messages(t, b.read("logs", 246))
+	got := messages(t, b.Read(tenant, "logs", 246))
 	for _, set := range [][]string{numbered("before", 0, 120), numbered("late", 0, 10), numbered("after", 0, 80), numbered("ct-first", 0, 30), numbered("ct-second", 0, 5)} {
 		expectOnce(t, got, set)
 	}
@@ -250,24 +153,24 @@ func TestFilesRotationAndTruncation(t *testing.T) {
 // and the collector restarts in between; once the broker is back every
 // line arrives, and positions saved after acks mean nothing is lost.
 func TestBrokerOutageAndRestart(t *testing.T) {
-	b := startBroker(t)
+	b := logbrokertest.Start(t)
 	dir, state := t.TempDir(), t.TempDir()
 	app := filepath.Join(dir, "app.log")
-	cfg := Config{Files: []string{app}, StateDir: state, LogBrokerURL: b.url(), Stream: "logs", BatchLines: 20}
+	cfg := Config{Files: []string{app}, StateDir: state, LogBrokerURL: b.URL(), Stream: "logs", BatchLines: 20}
 	c := startCollector(t, cfg, nil)
 	appendLines(t, app, numbered("a", 0, 50)...)
-	b.read("logs", 50)
+	b.Read(tenant, "logs", 50)
 
-	b.halt()
+	b.Stop()
 	appendLines(t, app, numbered("b", 0, 100)...)
 	time.Sleep(300 * time.Millisecond) // the collector tries and holds the lines
 	c.stop()
 	appendLines(t, app, numbered("c", 0, 100)...)
 	startCollector(t, cfg, nil)
 	time.Sleep(200 * time.Millisecond)
-	b.start()
+	b.Start()
 
-	values := b.read("logs", 250)
+	values := b.Read(tenant, "logs", 250)
 	got := messages(t, values)
 	for _, set := range [][]string{numbered("a", 0, 50), numbered("b", 0, 100), numbered("c", 0, 100)} {
 		expectOnce(t, got, set) // retries carry the same dedup IDs
@@ -280,13 +183,13 @@ func TestBrokerOutageAndRestart(t *testing.T) {
 // TestSocketAndStdin: lines from a Unix socket and stdin go through the
 // spool; a line longer than the limit is cut, not dropped.
 func TestSocketAndStdin(t *testing.T) {
-	b := startBroker(t)
+	b := logbrokertest.Start(t)
 	sock := filepath.Join(t.TempDir(), "c.sock")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	startCollector(t, Config{Socket: sock, Stdin: true, StateDir: t.TempDir(), LogBrokerURL: b.url(), Stream: "logs", MaxLineBytes: 100}, r)
+	startCollector(t, Config{Socket: sock, Stdin: true, StateDir: t.TempDir(), LogBrokerURL: b.URL(), Stream: "logs", MaxLineBytes: 100}, r)
 	var conn net.Conn
 	deadline := time.Now().Add(5 * time.Second)
 	for conn == nil {
@@ -303,7 +206,7 @@ func TestSocketAndStdin(t *testing.T) {
 	fmt.Fprintf(conn, "from the socket\n%s\n", long)
 	fmt.Fprintf(w, "from stdin\n")
 	_ = w.Close()
-	got := messages(t, b.read("logs", 5))
+	got := messages(t, b.Read(tenant, "logs", 5))
 	expectOnce(t, got, []string{"from the socket", "from stdin", strings.Repeat("x", 50)})
 	if got[strings.Repeat("x", 100)] != 2 { // 250 bytes: 100 + 100 + 50
 		t.Fatalf("long line: %v", got)

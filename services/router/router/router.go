@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/reqctx"
+	"github.com/orbitplane/orbit/libs/retry"
 	"github.com/orbitplane/orbit/libs/svcmain"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
@@ -339,21 +339,21 @@ func (r *Router) Run(ctx context.Context) error {
 
 // consume follows one stream from the cursor, reconnecting with backoff.
 func (r *Router) consume(ctx context.Context, stream string) {
-	backoff := 100 * time.Millisecond
+	b := backoff
 	for ctx.Err() == nil {
 		err := r.follow(ctx, stream)
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.WarnContext(ctx, "stream interrupted; resuming from the cursor", "event", "router.resume", "stream", stream, "error", errString(err))
-		select {
-		case <-ctx.Done():
+		if b.Wait(ctx) != nil {
 			return
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
+
+// backoff paces reconnects and sink retries.
+var backoff = retry.Backoff{Min: 100 * time.Millisecond, Max: maxBackoff}
 
 func errString(err error) string {
 	if err == nil {
@@ -473,17 +473,5 @@ func (r *Router) route(ctx context.Context, stream string, batch []*logbrokerv1.
 // retrySink writes until the sink acknowledges; the router waits (and the
 // cursor stays) rather than dropping.
 func retrySink(ctx context.Context, s Sink, events []Out) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := s.Write(ctx, events)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+	return retry.Do(ctx, backoff, func() error { return s.Write(ctx, events) }, nil)
 }

@@ -20,34 +20,17 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/orbitplane/orbit/libs/connectclient"
-	"github.com/orbitplane/orbit/libs/reqctx"
-	"github.com/orbitplane/orbit/libs/testing/testnats"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
-	"github.com/orbitplane/orbit/services/logbroker/logbroker"
+	"github.com/orbitplane/orbit/services/logbroker/logbrokertest"
 )
 
 const tenant = "t1"
 
 func startBroker(t *testing.T) (string, logbrokerv1connect.LogBrokerServiceClient) {
 	t.Helper()
-	ns := testnats.Start(t)
-	cfg := logbroker.Config{}
-	cfg.Server.Addr = "127.0.0.1:0"
-	svc, err := logbroker.New(cfg, logbroker.Deps{NATS: testnats.Connect(t, ns)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	opts, _ := connectclient.Options(nil)
-	c := logbrokerv1connect.NewLogBrokerServiceClient(connectclient.HTTPClient(nil), svc.URL(), opts...)
+	b := logbrokertest.Start(t)
+	c := b.Client()
 	deadline := time.Now().Add(5 * time.Second)
 	for { // ready once it creates streams
 		_, err := c.CreateStream(tctx(), connect.NewRequest(&logbrokerv1.CreateStreamRequest{Config: &logbrokerv1.StreamConfig{Name: "logs", Subject: "logs.>"}}))
@@ -59,12 +42,10 @@ func startBroker(t *testing.T) (string, logbrokerv1connect.LogBrokerServiceClien
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return svc.URL(), c
+	return b.URL(), c
 }
 
-func tctx() context.Context {
-	return reqctx.MustWith(context.Background(), reqctx.Fields{Tenant: tenant})
-}
+func tctx() context.Context { return logbrokertest.As(tenant) }
 
 func publish(t *testing.T, c logbrokerv1connect.LogBrokerServiceClient, from, to int, level string) {
 	t.Helper()
