@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/testing/testrun"
 	"github.com/orbitplane/orbit/services/logbroker/logbrokertest"
 )
 
@@ -40,21 +40,7 @@ func startCollector(t *testing.T, cfg Config, stdin *os.File) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	r := &running{c: c}
-	var once sync.Once
-	r.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("collector run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(r.stop)
-	return r
+	return &running{c: c, stop: testrun.Start(t, "collector", c.Run)}
 }
 
 func appendLines(t *testing.T, path string, lines ...string) {

@@ -21,6 +21,7 @@ import (
 	"github.com/orbitplane/orbit/libs/logstream"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
+	"github.com/orbitplane/orbit/libs/testing/testrun"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 )
@@ -47,15 +48,7 @@ func startOn(t testing.TB, ns *server.Server, cfg Config) *fixture {
 	if err := svc.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	testrun.Start(t, "logbroker", svc.Run)
 	opts, err := connectclient.Options(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
+	"github.com/orbitplane/orbit/libs/testing/testrun"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
@@ -55,10 +56,7 @@ func (b *Broker) Start() {
 	if err := svc.Listen(); err != nil {
 		b.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	b.stop = func() { cancel(); <-done }
+	b.stop = testrun.Start(b.t, "logbroker", svc.Run)
 }
 
 // Stop stops the broker; its streams stay in JetStream.

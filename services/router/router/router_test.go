@@ -20,6 +20,7 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orbitplane/orbit/libs/testing/testrun"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	"github.com/orbitplane/orbit/services/logbroker/logbrokertest"
@@ -71,21 +72,7 @@ func startRouter(t *testing.T, url, rules string) *runningRouter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	rr := &runningRouter{r: r}
-	rr.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("router: %v", err)
-			}
-		})
-	}
-	t.Cleanup(rr.stop)
-	return rr
+	return &runningRouter{r: r, stop: testrun.Start(t, "router", r.Run)}
 }
 
 // fileEvents reads a file sink's lines: message -> times seen.
