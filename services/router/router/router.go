@@ -388,7 +388,10 @@ func (r *Router) follow(ctx context.Context, stream string) error {
 				return
 			}
 		}
-		ch <- received{err: fmt.Errorf("subscription ended: %v", sub.Err())}
+		select {
+		case ch <- received{err: fmt.Errorf("subscription ended: %v", sub.Err())}:
+		case <-ctx.Done():
+		}
 	}()
 	tick := time.NewTicker(r.cfg.BatchWait)
 	defer tick.Stop()
