@@ -113,7 +113,15 @@ func (t *tailer) next(budget, maxLine int) ([]line, error) {
 	if t.f == nil || budget <= 0 {
 		return nil, nil
 	}
-	buf := make([]byte, min(budget, 1<<20)+maxLine)
+	fi, err := t.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	avail := fi.Size() - t.read
+	if avail <= 0 {
+		return nil, nil // nothing new: no read, no buffer
+	}
+	buf := make([]byte, min(int64(min(budget, 1<<20)+maxLine), avail))
 	n, err := t.f.ReadAt(buf, t.read)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
