@@ -402,7 +402,7 @@ func (c *Collector) gather() ([]entry, error) {
 					firstErr = err
 				}
 			}
-			for size < c.cfg.BatchBytes && len(batch) < c.cfg.BatchLines {
+			for cut := false; !cut && size < c.cfg.BatchBytes && len(batch) < c.cfg.BatchLines; {
 				lines, err := tt.next(c.cfg.BatchBytes-size, c.cfg.MaxLineBytes)
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -410,10 +410,10 @@ func (c *Collector) gather() ([]entry, error) {
 				if len(lines) == 0 {
 					break
 				}
-				for i, l := range lines {
+				for _, l := range lines {
 					if len(batch) >= c.cfg.BatchLines || size+len(l.text) > c.cfg.BatchBytes && len(batch) > 0 {
 						tt.read = l.start // the rest waits for the next batch
-						lines = lines[:i]
+						cut = true
 						break
 					}
 					e, ok := c.entry(l)

@@ -263,3 +263,19 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchesCutByBytes: lines that do not fit a batch's bytes wait for the
+// next batch; every line arrives once.
+func TestBatchesCutByBytes(t *testing.T) {
+	b := logbrokertest.Start(t)
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app.log")
+	var lines []string
+	for i := range 60 {
+		lines = append(lines, fmt.Sprintf("%04d %s", i, strings.Repeat("z", 95)))
+	}
+	appendLines(t, app, lines...)
+	startCollector(t, Config{Files: []string{app}, StateDir: t.TempDir(), LogBrokerURL: b.URL(), Stream: "logs", BatchBytes: 1000, MaxLineBytes: 500}, nil)
+	got := messages(t, b.Read(tenant, "logs", 60))
+	expectOnce(t, got, lines)
+}
