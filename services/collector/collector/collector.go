@@ -181,6 +181,7 @@ type metrics struct {
 	retries  prometheus.Counter
 	wrapped  prometheus.Counter
 	cut      prometheus.Counter
+	rejected prometheus.Counter
 	spooled  prometheus.Gauge
 	shipping prometheus.Gauge
 }
@@ -223,10 +224,11 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 		retries:  prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_collector_retries_total", Help: "Batch publishes retried (broker slow or down)."}),
 		wrapped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_collector_wrapped_total", Help: "Lines that were not JSON, wrapped in the log schema."}),
 		cut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_collector_truncated_total", Help: "Lines longer than --max-line-bytes, cut."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_collector_rejected_total", Help: "Lines the broker refuses, kept in <state-dir>/rejected.log."}),
 		spooled:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "orbit_collector_spool_bytes", Help: "Bytes in the on-disk spool."}),
 		shipping: prometheus.NewGauge(prometheus.GaugeOpts{Name: "orbit_collector_blocked", Help: "1 while a batch waits for the broker."}),
 	}
-	reg.MustRegister(c.m.lines, c.m.bytes, c.m.batches, c.m.retries, c.m.wrapped, c.m.cut, c.m.spooled, c.m.shipping)
+	reg.MustRegister(c.m.lines, c.m.bytes, c.m.batches, c.m.retries, c.m.wrapped, c.m.cut, c.m.rejected, c.m.spooled, c.m.shipping)
 	return c, nil
 }
 
@@ -466,15 +468,21 @@ func (c *Collector) entry(l line) (entry, bool) {
 // ship publishes one batch, waiting (and retrying with the same dedup IDs)
 // until the broker acknowledges it.
 func (c *Collector) ship(ctx context.Context, batch []entry) error {
-	req := &logbrokerv1.PublishBatchRequest{Stream: c.cfg.Stream, AckPolicy: logbrokerv1.AckPolicy_ACK_POLICY_LEADER}
-	for _, e := range batch {
-		req.Messages = append(req.Messages, &logbrokerv1.BatchMessage{Subject: e.subject, Value: e.value, DedupId: e.dedup})
-	}
 	c.m.shipping.Set(1)
 	defer c.m.shipping.Set(0)
 	warned := false
-	return retry.Do(ctx, backoff, func() error {
+	var refused error
+	err := retry.Do(ctx, backoff, func() error {
+		refused = nil
+		req := &logbrokerv1.PublishBatchRequest{Stream: c.cfg.Stream, AckPolicy: logbrokerv1.AckPolicy_ACK_POLICY_LEADER}
+		for _, e := range batch {
+			req.Messages = append(req.Messages, &logbrokerv1.BatchMessage{Subject: e.subject, Value: e.value, DedupId: e.dedup})
+		}
 		_, err := c.broker.PublishBatch(c.ctx(ctx), connect.NewRequest(req))
+		if code := connect.CodeOf(err); code == connect.CodeInvalidArgument || code == connect.CodeResourceExhausted && strings.Contains(err.Error(), "; the limit is") {
+			refused = err // retrying the same request cannot succeed
+			return nil
+		}
 		if err != nil && !warned && ctx.Err() == nil {
 			warned = true
 			c.log.WarnContext(ctx, "log broker did not take a batch; holding the lines and retrying", "event", "collector.blocked", "lines", len(batch), "error", err.Error())
@@ -484,6 +492,40 @@ func (c *Collector) ship(ctx context.Context, batch []entry) error {
 		}
 		return err
 	}, func(error) { c.m.retries.Inc() })
+	if err != nil || refused == nil {
+		return err
+	}
+	// The broker refuses this request for what it is (over its batch limits,
+	// or a line it will never take). Halve it until the refusal is down to
+	// one line; that line goes to rejected.log with the reason — set aside
+	// where an operator sees it and counted, never silently dropped.
+	if len(batch) > 1 {
+		half := len(batch) / 2
+		if err := c.ship(ctx, batch[:half]); err != nil {
+			return err
+		}
+		return c.ship(ctx, batch[half:])
+	}
+	return c.reject(ctx, batch[0], refused)
+}
+
+// reject keeps a line the broker refuses in <state-dir>/rejected.log.
+func (c *Collector) reject(ctx context.Context, e entry, why error) error {
+	f, err := os.OpenFile(filepath.Join(c.cfg.StateDir, "rejected.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rec, _ := json.Marshal(map[string]string{"reason": why.Error(), "source": e.t.path, "dedup_id": e.dedup, "line": string(e.value)})
+	if _, err := f.Write(append(rec, '\n')); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	c.m.rejected.Inc()
+	c.log.ErrorContext(ctx, "the log broker refuses a line; kept in rejected.log", "event", "collector.rejected", "source", e.t.path, "error", why.Error())
+	return nil
 }
 
 // commit records an acknowledged batch: positions advance and are saved,

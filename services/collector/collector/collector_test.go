@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/testing/testrun"
+	"github.com/orbitplane/orbit/services/logbroker/logbroker"
 	"github.com/orbitplane/orbit/services/logbroker/logbrokertest"
 )
 
@@ -278,4 +280,27 @@ func TestBatchesCutByBytes(t *testing.T) {
 	startCollector(t, Config{Files: []string{app}, StateDir: t.TempDir(), LogBrokerURL: b.URL(), Stream: "logs", BatchBytes: 1000, MaxLineBytes: 500}, nil)
 	got := messages(t, b.Read(tenant, "logs", 60))
 	expectOnce(t, got, lines)
+}
+
+// TestRefusedBatchesAreSplitAndRefusedLinesKept: a broker with smaller
+// limits than the collector's refuses whole batches (they are halved until
+// accepted) and one line outright (it goes to rejected.log, counted, and
+// the lines after it still arrive).
+func TestRefusedBatchesAreSplitAndRefusedLinesKept(t *testing.T) {
+	b := logbrokertest.StartWith(t, logbroker.Config{MaxBatchMessages: 10, MaxMessageBytes: 2000})
+	dir, state := t.TempDir(), t.TempDir()
+	app := filepath.Join(dir, "app.log")
+	lines := numbered("fits", 0, 40)
+	huge := "huge " + strings.Repeat("h", 3000)
+	appendLines(t, app, append(append(lines[:20:20], huge), lines[20:]...)...)
+	r := startCollector(t, Config{Files: []string{app}, StateDir: state, LogBrokerURL: b.URL(), Stream: "logs", BatchLines: 50, MaxLineBytes: 4000}, nil)
+	got := messages(t, b.Read(tenant, "logs", 40))
+	expectOnce(t, got, lines)
+	rejected, err := os.ReadFile(filepath.Join(state, "rejected.log"))
+	if err != nil || !strings.Contains(string(rejected), "hhhh") || !strings.Contains(string(rejected), "resource_exhausted") {
+		t.Fatalf("rejected.log: %v\n%s", err, rejected)
+	}
+	if n := testutil.ToFloat64(r.c.m.rejected); n != 1 {
+		t.Fatalf("rejected counter %v", n)
+	}
 }

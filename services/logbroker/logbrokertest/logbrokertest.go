@@ -26,11 +26,18 @@ type Broker struct {
 	t    testing.TB
 	NATS *server.Server
 	addr string
+	cfg  logbroker.Config
 	stop func()
 }
 
 // Start starts a broker on its own NATS server; t.Cleanup stops it.
 func Start(t testing.TB) *Broker {
+	t.Helper()
+	return StartWith(t, logbroker.Config{})
+}
+
+// StartWith is Start with a broker config (its address is chosen here).
+func StartWith(t testing.TB, cfg logbroker.Config) *Broker {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +45,7 @@ func Start(t testing.TB) *Broker {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	b := &Broker{t: t, NATS: testnats.Start(t), addr: addr}
+	b := &Broker{t: t, NATS: testnats.Start(t), addr: addr, cfg: cfg}
 	b.Start()
 	t.Cleanup(b.Stop)
 	return b
@@ -47,7 +54,7 @@ func Start(t testing.TB) *Broker {
 // Start starts the broker again after Stop.
 func (b *Broker) Start() {
 	b.t.Helper()
-	cfg := logbroker.Config{}
+	cfg := b.cfg
 	cfg.Server.Addr = b.addr
 	svc, err := logbroker.New(cfg, logbroker.Deps{NATS: testnats.Connect(b.t, b.NATS)})
 	if err != nil {
