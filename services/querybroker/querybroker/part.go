@@ -133,7 +133,10 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 			cancelSatellite("bad frame")
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frames: %v", err)
 		}
+		// Result bytes are counted as they travel (the frames' encoding),
+		// not by walking every batch again.
 		p.s.m.bytes.Add(float64(len(m.Data)))
+		bytes += int64(len(m.Data))
 		// The frames of one message reach the client in one write.
 		o, done := func() (outcome, bool) {
 			uncork := connectserver.Cork(ctx)
@@ -151,7 +154,6 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 					err = h.schema(k.Schema)
 				case *queryv1.ResultFrame_Batch:
 					rows += k.Batch.NumRows
-					bytes += int64(proto.Size(k.Batch))
 					err = h.batch(k.Batch)
 				case *queryv1.ResultFrame_End:
 					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
