@@ -400,7 +400,7 @@ func (c *Collector) gather() ([]entry, error) {
 					c.positions.truncated(t.id)
 					t.truncated = false
 				}
-				if err := t.open(c.positions.offsets()); err != nil && firstErr == nil {
+				if err := t.open(c.positions.offset); err != nil && firstErr == nil {
 					firstErr = err
 				}
 			}
@@ -455,8 +455,8 @@ func (c *Collector) entry(l line) (entry, bool) {
 	if l.trunc {
 		c.m.cut.Inc()
 	}
-	v := normalize(text, ts, t.service, t.path, stream, l.trunc)
-	if len(v) != len(text) || l.trunc {
+	v, wrapped := normalize(text, ts, t.service, t.path, stream, l.trunc)
+	if wrapped {
 		c.m.wrapped.Inc()
 	}
 	return entry{
@@ -593,14 +593,12 @@ func loadPositions(path string) (*positions, error) {
 	return p, nil
 }
 
-func (p *positions) offsets() map[string]int64 {
+// offset is the saved position of a file.
+func (p *positions) offset(id fileID) (int64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]int64, len(p.m))
-	for k, v := range p.m {
-		out[k] = v.Offset
-	}
-	return out
+	v, ok := p.m[id.String()]
+	return v.Offset, ok
 }
 
 func (p *positions) epoch(id fileID) int {

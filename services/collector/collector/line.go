@@ -54,11 +54,11 @@ type wrapped struct {
 }
 
 // normalize returns what is published for one line: a JSON object as it is,
-// anything else wrapped in a schema line naming its source.
-func normalize(text []byte, ts time.Time, service, source, stream string, truncated bool) []byte {
+// anything else wrapped (reported) in a schema line naming its source.
+func normalize(text []byte, ts time.Time, service, source, stream string, truncated bool) ([]byte, bool) {
 	text = bytes.TrimRight(text, "\r")
 	if !truncated && isObject(text) {
-		return text
+		return text, false
 	}
 	w := wrapped{
 		Time: ts.UTC().Format(time.RFC3339Nano), Level: "INFO", Message: string(text), Schema: obslog.SchemaVersion,
@@ -71,5 +71,5 @@ func normalize(text []byte, ts time.Time, service, source, stream string, trunca
 		w.Attrs["truncated"] = "true"
 	}
 	b, _ := json.Marshal(w)
-	return b
+	return b, true
 }

@@ -52,9 +52,10 @@ type line struct {
 	trunc bool
 }
 
-// open opens the path if it is not open; from is the saved position for
-// the file's ID (ignored when it is past the end: the file was truncated).
-func (t *tailer) open(positions map[string]int64) error {
+// open opens the path if it is not open, resuming at the saved position
+// for the file's ID (ignored when it is past the end: the file was
+// truncated). saved may be nil: no positions.
+func (t *tailer) open(saved func(fileID) (int64, bool)) error {
 	if t.f != nil {
 		return nil
 	}
@@ -72,7 +73,10 @@ func (t *tailer) open(positions map[string]int64) error {
 	}
 	t.f, t.id = f, idOf(fi)
 	t.read, t.acked = 0, 0
-	if off, ok := positions[t.id.String()]; ok && off <= fi.Size() {
+	if saved == nil {
+		return nil
+	}
+	if off, ok := saved(t.id); ok && off <= fi.Size() {
 		t.read, t.acked = off, off
 	}
 	return nil

@@ -53,10 +53,10 @@ func notFound(name string) error {
 // lookup returns a tenant's stream and its info; another tenant's stream is
 // not found.
 func (s *Service) lookup(ctx context.Context, tenant, name string) (jetstream.Stream, *jetstream.StreamInfo, error) {
-	if err := validName("stream name", name); err != nil {
+	if err := logstream.ValidName("stream name", name); err != nil {
 		return nil, nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	st, err := s.js.Stream(ctx, jsName(tenant, name))
+	st, err := s.js.Stream(ctx, logstream.JSName(tenant, name))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil, notFound(name)
 	}
@@ -64,7 +64,7 @@ func (s *Service) lookup(ctx context.Context, tenant, name string) (jetstream.St
 		return nil, nil, jsError(err)
 	}
 	info := st.CachedInfo()
-	if info.Config.Metadata[metaTenant] != tenant || info.Config.Metadata[metaName] != name {
+	if info.Config.Metadata[logstream.MetaTenant] != tenant || info.Config.Metadata[logstream.MetaName] != name {
 		return nil, nil, notFound(name)
 	}
 	return st, info, nil
@@ -79,11 +79,11 @@ func (s *Service) loadStream(ctx context.Context, k streamKey) (*streamMeta, err
 		return nil, err
 	}
 	md := info.Config.Metadata
-	return &streamMeta{js: info.Config.Name, name: k.name, subject: md[metaSubject], compact: md[metaCompact] == "true"}, nil
+	return &streamMeta{js: info.Config.Name, name: k.name, subject: md[logstream.MetaSubject], compact: md[logstream.MetaCompact] == "true"}, nil
 }
 
 func (s *Service) meta(ctx context.Context, tenant, name string) (*streamMeta, error) {
-	if err := validName("stream name", name); err != nil {
+	if err := logstream.ValidName("stream name", name); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	m, err := s.streams.Get(ctx, streamKey{tenant, name})
@@ -112,7 +112,7 @@ func jsError(err error) error {
 func streamInfo(info *jetstream.StreamInfo) *logbrokerv1.StreamInfo {
 	c, md := info.Config, info.Config.Metadata
 	cfg := &logbrokerv1.StreamConfig{
-		Name: md[metaName], Subject: md[metaSubject], Replicas: int32(c.Replicas), CompactByKey: md[metaCompact] == "true",
+		Name: md[logstream.MetaName], Subject: md[logstream.MetaSubject], Replicas: int32(c.Replicas), CompactByKey: md[logstream.MetaCompact] == "true",
 		Retention: &logbrokerv1.Retention{},
 	}
 	if c.MaxAge > 0 {
@@ -125,7 +125,7 @@ func streamInfo(info *jetstream.StreamInfo) *logbrokerv1.StreamInfo {
 		cfg.Retention.MaxMessages = c.MaxMsgs
 	}
 	return &logbrokerv1.StreamInfo{
-		Config: cfg, TenantId: md[metaTenant], FirstOffset: info.State.FirstSeq, LastOffset: info.State.LastSeq,
+		Config: cfg, TenantId: md[logstream.MetaTenant], FirstOffset: info.State.FirstSeq, LastOffset: info.State.LastSeq,
 		Messages: info.State.Msgs, Bytes: info.State.Bytes, CreatedAt: timestamppb.New(info.Created),
 	}
 }
@@ -140,10 +140,10 @@ func (a *api) CreateStream(ctx context.Context, req *connect.Request[logbrokerv1
 	if c == nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("config is required"))
 	}
-	if err := validName("stream name", c.Name); err != nil {
+	if err := logstream.ValidName("stream name", c.Name); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	if err := validSubject(c.Subject, true); err != nil {
+	if err := logstream.ValidSubject(c.Subject, true); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	replicas := int(c.Replicas)
@@ -158,8 +158,8 @@ func (a *api) CreateStream(ctx context.Context, req *connect.Request[logbrokerv1
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("retention limits cannot be negative"))
 	}
 	cfg := jetstream.StreamConfig{
-		Name:       jsName(tenant, c.Name),
-		Subjects:   []string{natsSubject(tenant, c.Subject)},
+		Name:       logstream.JSName(tenant, c.Name),
+		Subjects:   []string{logstream.NATSSubject(tenant, c.Subject)},
 		Storage:    jetstream.FileStorage,
 		Replicas:   replicas,
 		MaxAge:     r.GetMaxAge().AsDuration(),
@@ -168,7 +168,7 @@ func (a *api) CreateStream(ctx context.Context, req *connect.Request[logbrokerv1
 		Duplicates: s.cfg.DuplicateWindow,
 		MaxMsgSize: int32(s.cfg.MaxMessageBytes + 4096),
 		Metadata: map[string]string{
-			metaTenant: tenant, metaName: c.Name, metaSubject: c.Subject, metaCompact: strconv.FormatBool(c.CompactByKey),
+			logstream.MetaTenant: tenant, logstream.MetaName: c.Name, logstream.MetaSubject: c.Subject, logstream.MetaCompact: strconv.FormatBool(c.CompactByKey),
 		},
 	}
 	if cfg.MaxAge > 0 && cfg.MaxAge < cfg.Duplicates {
@@ -183,7 +183,7 @@ func (a *api) CreateStream(ctx context.Context, req *connect.Request[logbrokerv1
 	if c.CompactByKey {
 		// The newest message per subject survives; keyed messages get a
 		// subject of their own.
-		cfg.Subjects = append(cfg.Subjects, keyedPattern(tenant, c.Name))
+		cfg.Subjects = append(cfg.Subjects, logstream.KeyedPattern(tenant, c.Name))
 		cfg.MaxMsgsPerSubject = 1
 	}
 	if _, info, err := s.lookup(ctx, tenant, c.Name); err == nil {
@@ -232,10 +232,10 @@ func sameConfig(a, b *logbrokerv1.StreamConfig) bool {
 
 // listStreams lists a tenant's streams.
 func (s *Service) listStreams(ctx context.Context, tenant string) ([]*jetstream.StreamInfo, error) {
-	l := s.js.ListStreams(ctx, jetstream.WithStreamListSubject(subjectPrefix+"."+tenant+".>"))
+	l := s.js.ListStreams(ctx, jetstream.WithStreamListSubject(logstream.SubjectPrefix+"."+tenant+".>"))
 	var out []*jetstream.StreamInfo
 	for info := range l.Info() {
-		if info.Config.Metadata[metaTenant] == tenant {
+		if info.Config.Metadata[logstream.MetaTenant] == tenant {
 			out = append(out, info)
 		}
 	}
@@ -265,8 +265,8 @@ func (a *api) DeleteStream(ctx context.Context, req *connect.Request[logbrokerv1
 	}
 	s.streams.Invalidate(streamKey{tenant, req.Msg.Name})
 	// Its cursors go with it.
-	if cs, err := s.js.Stream(ctx, CursorStream); err == nil {
-		if err := cs.Purge(ctx, jetstream.WithPurgeSubject(cursorSubject(tenant, req.Msg.Name, ">"))); err != nil {
+	if cs, err := s.js.Stream(ctx, logstream.CursorStream); err == nil {
+		if err := cs.Purge(ctx, jetstream.WithPurgeSubject(logstream.CursorSubject(tenant, req.Msg.Name, ">"))); err != nil {
 			s.log.WarnContext(ctx, "cursors of a deleted stream not purged", "event", "logbroker.cursor_purge_failed", "stream", req.Msg.Name, "error", err.Error())
 		}
 	}
@@ -310,7 +310,7 @@ func (s *Service) message(tenant string, m *streamMeta, subject string, key, val
 	case errors.Is(err, logstream.ErrTooLarge):
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	case err != nil:
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New(strings.TrimPrefix(err.Error(), logstream.ErrInvalid.Error()+": ")))
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	return msg, nil
 }

@@ -197,9 +197,9 @@ func (s *Service) URL() string { return s.srv.URL() }
 func (s *Service) Run(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	_, err := s.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
-		Name:              CursorStream,
+		Name:              logstream.CursorStream,
 		Description:       "logbroker consumer cursors: the newest offset per tenant, stream and consumer",
-		Subjects:          []string{cursorPrefix + ".>"},
+		Subjects:          []string{logstream.CursorPrefix + ".>"},
 		Storage:           jetstream.FileStorage,
 		Replicas:          s.cfg.CursorReplicas,
 		MaxMsgsPerSubject: 1,

@@ -57,7 +57,7 @@ func startOn(t testing.TB, ns *server.Server, cfg Config) *fixture {
 	// Run creates the cursor stream; wait for it.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := svc.js.Stream(context.Background(), CursorStream); err == nil {
+		if _, err := svc.js.Stream(context.Background(), logstream.CursorStream); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -260,7 +260,7 @@ func TestPublishSubscribePositions(t *testing.T) {
 		{Stream: "app", Subject: "app.a.b", Value: []byte("x")},                           // * is one token
 		{Stream: "app", Subject: "app.*", Value: []byte("x")},                             // wildcard message subject
 		{Stream: "app", Subject: "app.x", Headers: map[string]string{"Nats-Msg-Id": "x"}}, // reserved header
-		{Stream: "app", Subject: "app.x", Key: make([]byte, MaxKeyBytes+1)},
+		{Stream: "app", Subject: "app.x", Key: make([]byte, logstream.MaxKeyBytes+1)},
 	} {
 		if _, err := f.client.Publish(as("t1"), connect.NewRequest(r)); code(err) != connect.CodeInvalidArgument {
 			t.Errorf("%v: %v", r, err)
@@ -269,8 +269,17 @@ func TestPublishSubscribePositions(t *testing.T) {
 	if _, err := f.client.Publish(as("t1"), connect.NewRequest(&logbrokerv1.PublishRequest{Stream: "nope", Subject: "x"})); code(err) != connect.CodeNotFound {
 		t.Errorf("unknown stream: %v", err)
 	}
-	if _, err := f.client.Subscribe(as("t1"), connect.NewRequest(&logbrokerv1.SubscribeRequest{Stream: "app", Start: logbrokerv1.StartPosition_START_POSITION_OFFSET})); err != nil {
-		t.Fatal(err) // the stream opens; the error comes with the first receive
+	// A start offset of 0 with START_POSITION_OFFSET is refused, not read
+	// from somewhere.
+	st, err = f.client.Subscribe(as("t1"), connect.NewRequest(&logbrokerv1.SubscribeRequest{Stream: "app", Start: logbrokerv1.StartPosition_START_POSITION_OFFSET}))
+	if err == nil {
+		for st.Receive() {
+			t.Fatalf("read %v", st.Msg())
+		}
+		err = st.Err()
+	}
+	if code(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "start_offset") {
+		t.Fatalf("offset 0: %v", err)
 	}
 }
 
@@ -442,7 +451,7 @@ func TestCursorsAndGroups(t *testing.T) {
 		t.Fatalf("resumed at %v, want 13", o)
 	}
 	// The cursor stream keeps one message per cursor (compacted).
-	cs, err := f.svc.js.Stream(context.Background(), CursorStream)
+	cs, err := f.svc.js.Stream(context.Background(), logstream.CursorStream)
 	if err != nil {
 		t.Fatal(err)
 	}

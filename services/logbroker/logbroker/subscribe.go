@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/orbitplane/orbit/libs/logstream"
 	logbrokerv1 "github.com/orbitplane/orbit/proto/orbit/logbroker/v1"
 )
 
@@ -143,7 +144,7 @@ func (s *Service) start(ctx context.Context, tenant string, r *logbrokerv1.Subsc
 // groupConsumer returns the group's durable consumer, creating it at the
 // requested start the first time.
 func (s *Service) groupConsumer(ctx context.Context, st jetstream.Stream, group string, deliver jetstream.DeliverPolicy, seq uint64, t *time.Time) (jetstream.Consumer, error) {
-	if err := validName("group", group); err != nil {
+	if err := logstream.ValidName("group", group); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	name := "G_" + group
@@ -163,11 +164,11 @@ func (s *Service) groupConsumer(ctx context.Context, st jetstream.Stream, group 
 func toMessage(tenant, stream string, msg jetstream.Msg, md *jetstream.MsgMetadata) *logbrokerv1.Message {
 	m := &logbrokerv1.Message{Stream: stream, Offset: md.Sequence.Stream, Timestamp: timestamppb.New(md.Timestamp), Value: msg.Data()}
 	h := msg.Headers()
-	m.Subject = h.Get(hdrSubject)
+	m.Subject = h.Get(logstream.HdrSubject)
 	if m.Subject == "" {
-		m.Subject = userSubject(tenant, msg.Subject())
+		m.Subject = logstream.UserSubject(tenant, msg.Subject())
 	}
-	if k := h.Get(hdrKey); k != "" {
+	if k := h.Get(logstream.HdrKey); k != "" {
 		m.Key, _ = base64.StdEncoding.DecodeString(k)
 	}
 	for k, v := range h {
@@ -190,7 +191,7 @@ func (a *api) SetCursor(ctx context.Context, req *connect.Request[logbrokerv1.Se
 		return nil, err
 	}
 	r := req.Msg
-	if err := validName("consumer", r.Consumer); err != nil {
+	if err := logstream.ValidName("consumer", r.Consumer); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if _, err := s.meta(ctx, tenant, r.Stream); err != nil {
@@ -198,7 +199,7 @@ func (a *api) SetCursor(ctx context.Context, req *connect.Request[logbrokerv1.Se
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := s.js.Publish(pctx, cursorSubject(tenant, r.Stream, r.Consumer), []byte(strconv.FormatUint(r.Offset, 10))); err != nil {
+	if _, err := s.js.Publish(pctx, logstream.CursorSubject(tenant, r.Stream, r.Consumer), []byte(strconv.FormatUint(r.Offset, 10))); err != nil {
 		return nil, jsError(err)
 	}
 	return connect.NewResponse(&logbrokerv1.SetCursorResponse{}), nil
@@ -221,14 +222,14 @@ func (a *api) GetCursor(ctx context.Context, req *connect.Request[logbrokerv1.Ge
 }
 
 func (s *Service) cursor(ctx context.Context, tenant, stream, consumer string) (uint64, bool, error) {
-	if err := validName("consumer", consumer); err != nil {
+	if err := logstream.ValidName("consumer", consumer); err != nil {
 		return 0, false, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	cs, err := s.js.Stream(ctx, CursorStream)
+	cs, err := s.js.Stream(ctx, logstream.CursorStream)
 	if err != nil {
 		return 0, false, jsError(err)
 	}
-	m, err := cs.GetLastMsgForSubject(ctx, cursorSubject(tenant, stream, consumer))
+	m, err := cs.GetLastMsgForSubject(ctx, logstream.CursorSubject(tenant, stream, consumer))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, false, nil
 	}
