@@ -1659,6 +1659,174 @@ func (x *ListRegionsResponse) GetRegions() []*Region {
 	return nil
 }
 
+type PutRegionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Region        *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRegionRequest) Reset() {
+	*x = PutRegionRequest{}
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRegionRequest) ProtoMessage() {}
+
+func (x *PutRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRegionRequest.ProtoReflect.Descriptor instead.
+func (*PutRegionRequest) Descriptor() ([]byte, []int) {
+	return file_orbit_platform_v1_platform_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PutRegionRequest) GetRegion() *Region {
+	if x != nil {
+		return x.Region
+	}
+	return nil
+}
+
+type PutRegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Region        *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRegionResponse) Reset() {
+	*x = PutRegionResponse{}
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRegionResponse) ProtoMessage() {}
+
+func (x *PutRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRegionResponse.ProtoReflect.Descriptor instead.
+func (*PutRegionResponse) Descriptor() ([]byte, []int) {
+	return file_orbit_platform_v1_platform_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PutRegionResponse) GetRegion() *Region {
+	if x != nil {
+		return x.Region
+	}
+	return nil
+}
+
+type DeleteRegionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRegionRequest) Reset() {
+	*x = DeleteRegionRequest{}
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRegionRequest) ProtoMessage() {}
+
+func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRegionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRegionRequest) Descriptor() ([]byte, []int) {
+	return file_orbit_platform_v1_platform_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DeleteRegionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteRegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRegionResponse) Reset() {
+	*x = DeleteRegionResponse{}
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRegionResponse) ProtoMessage() {}
+
+func (x *DeleteRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_platform_v1_platform_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRegionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRegionResponse) Descriptor() ([]byte, []int) {
+	return file_orbit_platform_v1_platform_proto_rawDescGZIP(), []int{35}
+}
+
 var File_orbit_platform_v1_platform_proto protoreflect.FileDescriptor
 
 const file_orbit_platform_v1_platform_proto_rawDesc = "" +
@@ -1770,7 +1938,14 @@ const file_orbit_platform_v1_platform_proto_rawDesc = "" +
 	"\x17RevokeDeployKeyResponse\"\x14\n" +
 	"\x12ListRegionsRequest\"J\n" +
 	"\x13ListRegionsResponse\x123\n" +
-	"\aregions\x18\x01 \x03(\v2\x19.orbit.platform.v1.RegionR\aregions2\xf5\t\n" +
+	"\aregions\x18\x01 \x03(\v2\x19.orbit.platform.v1.RegionR\aregions\"E\n" +
+	"\x10PutRegionRequest\x121\n" +
+	"\x06region\x18\x01 \x01(\v2\x19.orbit.platform.v1.RegionR\x06region\"F\n" +
+	"\x11PutRegionResponse\x121\n" +
+	"\x06region\x18\x01 \x01(\v2\x19.orbit.platform.v1.RegionR\x06region\")\n" +
+	"\x13DeleteRegionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteRegionResponse2\xae\v\n" +
 	"\x0fPlatformService\x12_\n" +
 	"\fCreateTenant\x12&.orbit.platform.v1.CreateTenantRequest\x1a'.orbit.platform.v1.CreateTenantResponse\x12V\n" +
 	"\tGetTenant\x12#.orbit.platform.v1.GetTenantRequest\x1a$.orbit.platform.v1.GetTenantResponse\x12\\\n" +
@@ -1785,7 +1960,9 @@ const file_orbit_platform_v1_platform_proto_rawDesc = "" +
 	"\x0fCreateDeployKey\x12).orbit.platform.v1.CreateDeployKeyRequest\x1a*.orbit.platform.v1.CreateDeployKeyResponse\x12e\n" +
 	"\x0eListDeployKeys\x12(.orbit.platform.v1.ListDeployKeysRequest\x1a).orbit.platform.v1.ListDeployKeysResponse\x12h\n" +
 	"\x0fRevokeDeployKey\x12).orbit.platform.v1.RevokeDeployKeyRequest\x1a*.orbit.platform.v1.RevokeDeployKeyResponse\x12\\\n" +
-	"\vListRegions\x12%.orbit.platform.v1.ListRegionsRequest\x1a&.orbit.platform.v1.ListRegionsResponseB\xcc\x01\n" +
+	"\vListRegions\x12%.orbit.platform.v1.ListRegionsRequest\x1a&.orbit.platform.v1.ListRegionsResponse\x12V\n" +
+	"\tPutRegion\x12#.orbit.platform.v1.PutRegionRequest\x1a$.orbit.platform.v1.PutRegionResponse\x12_\n" +
+	"\fDeleteRegion\x12&.orbit.platform.v1.DeleteRegionRequest\x1a'.orbit.platform.v1.DeleteRegionResponseB\xcc\x01\n" +
 	"\x15com.orbit.platform.v1B\rPlatformProtoP\x01Z>github.com/orbitplane/orbit/proto/orbit/platform/v1;platformv1\xa2\x02\x03OPX\xaa\x02\x11Orbit.Platform.V1\xca\x02\x11Orbit\\Platform\\V1\xe2\x02\x1dOrbit\\Platform\\V1\\GPBMetadata\xea\x02\x13Orbit::Platform::V1b\x06proto3"
 
 var (
@@ -1800,7 +1977,7 @@ func file_orbit_platform_v1_platform_proto_rawDescGZIP() []byte {
 	return file_orbit_platform_v1_platform_proto_rawDescData
 }
 
-var file_orbit_platform_v1_platform_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_orbit_platform_v1_platform_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_orbit_platform_v1_platform_proto_goTypes = []any{
 	(*Tenant)(nil),                  // 0: orbit.platform.v1.Tenant
 	(*TenantLimits)(nil),            // 1: orbit.platform.v1.TenantLimits
@@ -1834,64 +2011,74 @@ var file_orbit_platform_v1_platform_proto_goTypes = []any{
 	(*RevokeDeployKeyResponse)(nil), // 29: orbit.platform.v1.RevokeDeployKeyResponse
 	(*ListRegionsRequest)(nil),      // 30: orbit.platform.v1.ListRegionsRequest
 	(*ListRegionsResponse)(nil),     // 31: orbit.platform.v1.ListRegionsResponse
-	nil,                             // 32: orbit.platform.v1.DeployKey.LabelsEntry
-	nil,                             // 33: orbit.platform.v1.CreateDeployKeyRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
+	(*PutRegionRequest)(nil),        // 32: orbit.platform.v1.PutRegionRequest
+	(*PutRegionResponse)(nil),       // 33: orbit.platform.v1.PutRegionResponse
+	(*DeleteRegionRequest)(nil),     // 34: orbit.platform.v1.DeleteRegionRequest
+	(*DeleteRegionResponse)(nil),    // 35: orbit.platform.v1.DeleteRegionResponse
+	nil,                             // 36: orbit.platform.v1.DeployKey.LabelsEntry
+	nil,                             // 37: orbit.platform.v1.CreateDeployKeyRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
 }
 var file_orbit_platform_v1_platform_proto_depIdxs = []int32{
-	34, // 0: orbit.platform.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	38, // 0: orbit.platform.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: orbit.platform.v1.Tenant.limits:type_name -> orbit.platform.v1.TenantLimits
-	34, // 2: orbit.platform.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	34, // 3: orbit.platform.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
-	34, // 4: orbit.platform.v1.APIKey.expires_at:type_name -> google.protobuf.Timestamp
-	34, // 5: orbit.platform.v1.APIKey.revoked_at:type_name -> google.protobuf.Timestamp
-	32, // 6: orbit.platform.v1.DeployKey.labels:type_name -> orbit.platform.v1.DeployKey.LabelsEntry
-	34, // 7: orbit.platform.v1.DeployKey.created_at:type_name -> google.protobuf.Timestamp
-	34, // 8: orbit.platform.v1.DeployKey.revoked_at:type_name -> google.protobuf.Timestamp
+	38, // 2: orbit.platform.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	38, // 3: orbit.platform.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
+	38, // 4: orbit.platform.v1.APIKey.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 5: orbit.platform.v1.APIKey.revoked_at:type_name -> google.protobuf.Timestamp
+	36, // 6: orbit.platform.v1.DeployKey.labels:type_name -> orbit.platform.v1.DeployKey.LabelsEntry
+	38, // 7: orbit.platform.v1.DeployKey.created_at:type_name -> google.protobuf.Timestamp
+	38, // 8: orbit.platform.v1.DeployKey.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 9: orbit.platform.v1.CreateTenantRequest.limits:type_name -> orbit.platform.v1.TenantLimits
 	0,  // 10: orbit.platform.v1.CreateTenantResponse.tenant:type_name -> orbit.platform.v1.Tenant
 	0,  // 11: orbit.platform.v1.GetTenantResponse.tenant:type_name -> orbit.platform.v1.Tenant
 	0,  // 12: orbit.platform.v1.ListTenantsResponse.tenants:type_name -> orbit.platform.v1.Tenant
 	2,  // 13: orbit.platform.v1.CreateUserResponse.user:type_name -> orbit.platform.v1.User
 	2,  // 14: orbit.platform.v1.ListUsersResponse.users:type_name -> orbit.platform.v1.User
-	34, // 15: orbit.platform.v1.CreateAPIKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 15: orbit.platform.v1.CreateAPIKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 16: orbit.platform.v1.CreateAPIKeyResponse.key:type_name -> orbit.platform.v1.APIKey
 	3,  // 17: orbit.platform.v1.ListAPIKeysResponse.keys:type_name -> orbit.platform.v1.APIKey
-	33, // 18: orbit.platform.v1.CreateDeployKeyRequest.labels:type_name -> orbit.platform.v1.CreateDeployKeyRequest.LabelsEntry
+	37, // 18: orbit.platform.v1.CreateDeployKeyRequest.labels:type_name -> orbit.platform.v1.CreateDeployKeyRequest.LabelsEntry
 	4,  // 19: orbit.platform.v1.CreateDeployKeyResponse.key:type_name -> orbit.platform.v1.DeployKey
 	4,  // 20: orbit.platform.v1.ListDeployKeysResponse.keys:type_name -> orbit.platform.v1.DeployKey
 	5,  // 21: orbit.platform.v1.ListRegionsResponse.regions:type_name -> orbit.platform.v1.Region
-	6,  // 22: orbit.platform.v1.PlatformService.CreateTenant:input_type -> orbit.platform.v1.CreateTenantRequest
-	8,  // 23: orbit.platform.v1.PlatformService.GetTenant:input_type -> orbit.platform.v1.GetTenantRequest
-	10, // 24: orbit.platform.v1.PlatformService.ListTenants:input_type -> orbit.platform.v1.ListTenantsRequest
-	12, // 25: orbit.platform.v1.PlatformService.DeleteTenant:input_type -> orbit.platform.v1.DeleteTenantRequest
-	14, // 26: orbit.platform.v1.PlatformService.CreateUser:input_type -> orbit.platform.v1.CreateUserRequest
-	16, // 27: orbit.platform.v1.PlatformService.ListUsers:input_type -> orbit.platform.v1.ListUsersRequest
-	18, // 28: orbit.platform.v1.PlatformService.CreateAPIKey:input_type -> orbit.platform.v1.CreateAPIKeyRequest
-	20, // 29: orbit.platform.v1.PlatformService.ListAPIKeys:input_type -> orbit.platform.v1.ListAPIKeysRequest
-	22, // 30: orbit.platform.v1.PlatformService.RevokeAPIKey:input_type -> orbit.platform.v1.RevokeAPIKeyRequest
-	24, // 31: orbit.platform.v1.PlatformService.CreateDeployKey:input_type -> orbit.platform.v1.CreateDeployKeyRequest
-	26, // 32: orbit.platform.v1.PlatformService.ListDeployKeys:input_type -> orbit.platform.v1.ListDeployKeysRequest
-	28, // 33: orbit.platform.v1.PlatformService.RevokeDeployKey:input_type -> orbit.platform.v1.RevokeDeployKeyRequest
-	30, // 34: orbit.platform.v1.PlatformService.ListRegions:input_type -> orbit.platform.v1.ListRegionsRequest
-	7,  // 35: orbit.platform.v1.PlatformService.CreateTenant:output_type -> orbit.platform.v1.CreateTenantResponse
-	9,  // 36: orbit.platform.v1.PlatformService.GetTenant:output_type -> orbit.platform.v1.GetTenantResponse
-	11, // 37: orbit.platform.v1.PlatformService.ListTenants:output_type -> orbit.platform.v1.ListTenantsResponse
-	13, // 38: orbit.platform.v1.PlatformService.DeleteTenant:output_type -> orbit.platform.v1.DeleteTenantResponse
-	15, // 39: orbit.platform.v1.PlatformService.CreateUser:output_type -> orbit.platform.v1.CreateUserResponse
-	17, // 40: orbit.platform.v1.PlatformService.ListUsers:output_type -> orbit.platform.v1.ListUsersResponse
-	19, // 41: orbit.platform.v1.PlatformService.CreateAPIKey:output_type -> orbit.platform.v1.CreateAPIKeyResponse
-	21, // 42: orbit.platform.v1.PlatformService.ListAPIKeys:output_type -> orbit.platform.v1.ListAPIKeysResponse
-	23, // 43: orbit.platform.v1.PlatformService.RevokeAPIKey:output_type -> orbit.platform.v1.RevokeAPIKeyResponse
-	25, // 44: orbit.platform.v1.PlatformService.CreateDeployKey:output_type -> orbit.platform.v1.CreateDeployKeyResponse
-	27, // 45: orbit.platform.v1.PlatformService.ListDeployKeys:output_type -> orbit.platform.v1.ListDeployKeysResponse
-	29, // 46: orbit.platform.v1.PlatformService.RevokeDeployKey:output_type -> orbit.platform.v1.RevokeDeployKeyResponse
-	31, // 47: orbit.platform.v1.PlatformService.ListRegions:output_type -> orbit.platform.v1.ListRegionsResponse
-	35, // [35:48] is the sub-list for method output_type
-	22, // [22:35] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	5,  // 22: orbit.platform.v1.PutRegionRequest.region:type_name -> orbit.platform.v1.Region
+	5,  // 23: orbit.platform.v1.PutRegionResponse.region:type_name -> orbit.platform.v1.Region
+	6,  // 24: orbit.platform.v1.PlatformService.CreateTenant:input_type -> orbit.platform.v1.CreateTenantRequest
+	8,  // 25: orbit.platform.v1.PlatformService.GetTenant:input_type -> orbit.platform.v1.GetTenantRequest
+	10, // 26: orbit.platform.v1.PlatformService.ListTenants:input_type -> orbit.platform.v1.ListTenantsRequest
+	12, // 27: orbit.platform.v1.PlatformService.DeleteTenant:input_type -> orbit.platform.v1.DeleteTenantRequest
+	14, // 28: orbit.platform.v1.PlatformService.CreateUser:input_type -> orbit.platform.v1.CreateUserRequest
+	16, // 29: orbit.platform.v1.PlatformService.ListUsers:input_type -> orbit.platform.v1.ListUsersRequest
+	18, // 30: orbit.platform.v1.PlatformService.CreateAPIKey:input_type -> orbit.platform.v1.CreateAPIKeyRequest
+	20, // 31: orbit.platform.v1.PlatformService.ListAPIKeys:input_type -> orbit.platform.v1.ListAPIKeysRequest
+	22, // 32: orbit.platform.v1.PlatformService.RevokeAPIKey:input_type -> orbit.platform.v1.RevokeAPIKeyRequest
+	24, // 33: orbit.platform.v1.PlatformService.CreateDeployKey:input_type -> orbit.platform.v1.CreateDeployKeyRequest
+	26, // 34: orbit.platform.v1.PlatformService.ListDeployKeys:input_type -> orbit.platform.v1.ListDeployKeysRequest
+	28, // 35: orbit.platform.v1.PlatformService.RevokeDeployKey:input_type -> orbit.platform.v1.RevokeDeployKeyRequest
+	30, // 36: orbit.platform.v1.PlatformService.ListRegions:input_type -> orbit.platform.v1.ListRegionsRequest
+	32, // 37: orbit.platform.v1.PlatformService.PutRegion:input_type -> orbit.platform.v1.PutRegionRequest
+	34, // 38: orbit.platform.v1.PlatformService.DeleteRegion:input_type -> orbit.platform.v1.DeleteRegionRequest
+	7,  // 39: orbit.platform.v1.PlatformService.CreateTenant:output_type -> orbit.platform.v1.CreateTenantResponse
+	9,  // 40: orbit.platform.v1.PlatformService.GetTenant:output_type -> orbit.platform.v1.GetTenantResponse
+	11, // 41: orbit.platform.v1.PlatformService.ListTenants:output_type -> orbit.platform.v1.ListTenantsResponse
+	13, // 42: orbit.platform.v1.PlatformService.DeleteTenant:output_type -> orbit.platform.v1.DeleteTenantResponse
+	15, // 43: orbit.platform.v1.PlatformService.CreateUser:output_type -> orbit.platform.v1.CreateUserResponse
+	17, // 44: orbit.platform.v1.PlatformService.ListUsers:output_type -> orbit.platform.v1.ListUsersResponse
+	19, // 45: orbit.platform.v1.PlatformService.CreateAPIKey:output_type -> orbit.platform.v1.CreateAPIKeyResponse
+	21, // 46: orbit.platform.v1.PlatformService.ListAPIKeys:output_type -> orbit.platform.v1.ListAPIKeysResponse
+	23, // 47: orbit.platform.v1.PlatformService.RevokeAPIKey:output_type -> orbit.platform.v1.RevokeAPIKeyResponse
+	25, // 48: orbit.platform.v1.PlatformService.CreateDeployKey:output_type -> orbit.platform.v1.CreateDeployKeyResponse
+	27, // 49: orbit.platform.v1.PlatformService.ListDeployKeys:output_type -> orbit.platform.v1.ListDeployKeysResponse
+	29, // 50: orbit.platform.v1.PlatformService.RevokeDeployKey:output_type -> orbit.platform.v1.RevokeDeployKeyResponse
+	31, // 51: orbit.platform.v1.PlatformService.ListRegions:output_type -> orbit.platform.v1.ListRegionsResponse
+	33, // 52: orbit.platform.v1.PlatformService.PutRegion:output_type -> orbit.platform.v1.PutRegionResponse
+	35, // 53: orbit.platform.v1.PlatformService.DeleteRegion:output_type -> orbit.platform.v1.DeleteRegionResponse
+	39, // [39:54] is the sub-list for method output_type
+	24, // [24:39] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_orbit_platform_v1_platform_proto_init() }
@@ -1905,7 +2092,7 @@ func file_orbit_platform_v1_platform_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_platform_v1_platform_proto_rawDesc), len(file_orbit_platform_v1_platform_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -74,6 +74,12 @@ const (
 	// PlatformServiceListRegionsProcedure is the fully-qualified name of the PlatformService's
 	// ListRegions RPC.
 	PlatformServiceListRegionsProcedure = "/orbit.platform.v1.PlatformService/ListRegions"
+	// PlatformServicePutRegionProcedure is the fully-qualified name of the PlatformService's PutRegion
+	// RPC.
+	PlatformServicePutRegionProcedure = "/orbit.platform.v1.PlatformService/PutRegion"
+	// PlatformServiceDeleteRegionProcedure is the fully-qualified name of the PlatformService's
+	// DeleteRegion RPC.
+	PlatformServiceDeleteRegionProcedure = "/orbit.platform.v1.PlatformService/DeleteRegion"
 )
 
 // PlatformServiceClient is a client for the orbit.platform.v1.PlatformService service.
@@ -92,6 +98,10 @@ type PlatformServiceClient interface {
 	ListDeployKeys(context.Context, *connect.Request[v1.ListDeployKeysRequest]) (*connect.Response[v1.ListDeployKeysResponse], error)
 	RevokeDeployKey(context.Context, *connect.Request[v1.RevokeDeployKeyRequest]) (*connect.Response[v1.RevokeDeployKeyResponse], error)
 	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
+	// PutRegion creates or updates a region (a spoke the context publisher
+	// pushes to); idempotent.
+	PutRegion(context.Context, *connect.Request[v1.PutRegionRequest]) (*connect.Response[v1.PutRegionResponse], error)
+	DeleteRegion(context.Context, *connect.Request[v1.DeleteRegionRequest]) (*connect.Response[v1.DeleteRegionResponse], error)
 }
 
 // NewPlatformServiceClient constructs a client for the orbit.platform.v1.PlatformService service.
@@ -183,6 +193,18 @@ func NewPlatformServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(platformServiceMethods.ByName("ListRegions")),
 			connect.WithClientOptions(opts...),
 		),
+		putRegion: connect.NewClient[v1.PutRegionRequest, v1.PutRegionResponse](
+			httpClient,
+			baseURL+PlatformServicePutRegionProcedure,
+			connect.WithSchema(platformServiceMethods.ByName("PutRegion")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteRegion: connect.NewClient[v1.DeleteRegionRequest, v1.DeleteRegionResponse](
+			httpClient,
+			baseURL+PlatformServiceDeleteRegionProcedure,
+			connect.WithSchema(platformServiceMethods.ByName("DeleteRegion")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -201,6 +223,8 @@ type platformServiceClient struct {
 	listDeployKeys  *connect.Client[v1.ListDeployKeysRequest, v1.ListDeployKeysResponse]
 	revokeDeployKey *connect.Client[v1.RevokeDeployKeyRequest, v1.RevokeDeployKeyResponse]
 	listRegions     *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
+	putRegion       *connect.Client[v1.PutRegionRequest, v1.PutRegionResponse]
+	deleteRegion    *connect.Client[v1.DeleteRegionRequest, v1.DeleteRegionResponse]
 }
 
 // CreateTenant calls orbit.platform.v1.PlatformService.CreateTenant.
@@ -268,6 +292,16 @@ func (c *platformServiceClient) ListRegions(ctx context.Context, req *connect.Re
 	return c.listRegions.CallUnary(ctx, req)
 }
 
+// PutRegion calls orbit.platform.v1.PlatformService.PutRegion.
+func (c *platformServiceClient) PutRegion(ctx context.Context, req *connect.Request[v1.PutRegionRequest]) (*connect.Response[v1.PutRegionResponse], error) {
+	return c.putRegion.CallUnary(ctx, req)
+}
+
+// DeleteRegion calls orbit.platform.v1.PlatformService.DeleteRegion.
+func (c *platformServiceClient) DeleteRegion(ctx context.Context, req *connect.Request[v1.DeleteRegionRequest]) (*connect.Response[v1.DeleteRegionResponse], error) {
+	return c.deleteRegion.CallUnary(ctx, req)
+}
+
 // PlatformServiceHandler is an implementation of the orbit.platform.v1.PlatformService service.
 type PlatformServiceHandler interface {
 	CreateTenant(context.Context, *connect.Request[v1.CreateTenantRequest]) (*connect.Response[v1.CreateTenantResponse], error)
@@ -284,6 +318,10 @@ type PlatformServiceHandler interface {
 	ListDeployKeys(context.Context, *connect.Request[v1.ListDeployKeysRequest]) (*connect.Response[v1.ListDeployKeysResponse], error)
 	RevokeDeployKey(context.Context, *connect.Request[v1.RevokeDeployKeyRequest]) (*connect.Response[v1.RevokeDeployKeyResponse], error)
 	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
+	// PutRegion creates or updates a region (a spoke the context publisher
+	// pushes to); idempotent.
+	PutRegion(context.Context, *connect.Request[v1.PutRegionRequest]) (*connect.Response[v1.PutRegionResponse], error)
+	DeleteRegion(context.Context, *connect.Request[v1.DeleteRegionRequest]) (*connect.Response[v1.DeleteRegionResponse], error)
 }
 
 // NewPlatformServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -371,6 +409,18 @@ func NewPlatformServiceHandler(svc PlatformServiceHandler, opts ...connect.Handl
 		connect.WithSchema(platformServiceMethods.ByName("ListRegions")),
 		connect.WithHandlerOptions(opts...),
 	)
+	platformServicePutRegionHandler := connect.NewUnaryHandler(
+		PlatformServicePutRegionProcedure,
+		svc.PutRegion,
+		connect.WithSchema(platformServiceMethods.ByName("PutRegion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	platformServiceDeleteRegionHandler := connect.NewUnaryHandler(
+		PlatformServiceDeleteRegionProcedure,
+		svc.DeleteRegion,
+		connect.WithSchema(platformServiceMethods.ByName("DeleteRegion")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/orbit.platform.v1.PlatformService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PlatformServiceCreateTenantProcedure:
@@ -399,6 +449,10 @@ func NewPlatformServiceHandler(svc PlatformServiceHandler, opts ...connect.Handl
 			platformServiceRevokeDeployKeyHandler.ServeHTTP(w, r)
 		case PlatformServiceListRegionsProcedure:
 			platformServiceListRegionsHandler.ServeHTTP(w, r)
+		case PlatformServicePutRegionProcedure:
+			platformServicePutRegionHandler.ServeHTTP(w, r)
+		case PlatformServiceDeleteRegionProcedure:
+			platformServiceDeleteRegionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -458,4 +512,12 @@ func (UnimplementedPlatformServiceHandler) RevokeDeployKey(context.Context, *con
 
 func (UnimplementedPlatformServiceHandler) ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.platform.v1.PlatformService.ListRegions is not implemented"))
+}
+
+func (UnimplementedPlatformServiceHandler) PutRegion(context.Context, *connect.Request[v1.PutRegionRequest]) (*connect.Response[v1.PutRegionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.platform.v1.PlatformService.PutRegion is not implemented"))
+}
+
+func (UnimplementedPlatformServiceHandler) DeleteRegion(context.Context, *connect.Request[v1.DeleteRegionRequest]) (*connect.Response[v1.DeleteRegionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.platform.v1.PlatformService.DeleteRegion is not implemented"))
 }
