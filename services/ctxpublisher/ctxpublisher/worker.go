@@ -15,8 +15,8 @@ import (
 
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/retry"
-	ctxpublisherv1 "github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1"
 	contextsv1 "github.com/orbitplane/orbit/proto/orbit/contexts/v1"
+	ctxpublisherv1 "github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1"
 	"github.com/orbitplane/orbit/services/platform/store"
 )
 

@@ -15,8 +15,8 @@ import (
 	"github.com/orbitplane/orbit/libs/apikey"
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/testing/testpg"
-	"github.com/orbitplane/orbit/services/platform/store"
 	contextsv1 "github.com/orbitplane/orbit/proto/orbit/contexts/v1"
+	"github.com/orbitplane/orbit/services/platform/store"
 )
 
 // engines runs every store test against SQLite and a real PostgreSQL: the
@@ -124,7 +124,10 @@ func TestAPIKeysAreStoredOnlyAsHashes(t *testing.T) {
 		s = open(t, dsn)
 		for name, call := range map[string]func() error{
 			"unknown scope": func() error { _, _, err := s.CreateAPIKey(ctx, ten.ID, []string{"root"}, time.Time{}, ""); return err },
-			"past expiry":   func() error { _, _, err := s.CreateAPIKey(ctx, ten.ID, nil, time.Now().Add(-time.Minute), ""); return err },
+			"past expiry": func() error {
+				_, _, err := s.CreateAPIKey(ctx, ten.ID, nil, time.Now().Add(-time.Minute), "")
+				return err
+			},
 		} {
 			if err := call(); !errors.Is(err, store.ErrInvalid) {
 				t.Errorf("%s: got %v, want ErrInvalid", name, err)

@@ -20,8 +20,10 @@ import (
 	"github.com/orbitplane/orbit/libs/svcmain"
 	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
+	"github.com/orbitplane/orbit/services/ctxpublisher/ctxpublisher"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
+	"github.com/orbitplane/orbit/services/platform/platform"
 	"github.com/orbitplane/orbit/services/querybroker/querybroker"
 	"github.com/orbitplane/orbit/services/registry/registry"
 	"github.com/orbitplane/orbit/services/router/router"
@@ -52,11 +54,20 @@ rules:
     route: [archive]
 `
 
-// Components are the services `orbit dev` runs, in start order: the
+// Components are the services `orbit dev` runs, in start order: the hub's
+// platform and context publisher (the dev tenant is made through them), the
 // registry, a connector, the query broker, the log broker, the collector,
 // the router, the gateway, then the demo satellites.
 func Components(satellites int) []Component {
 	cs := []Component{
+		hub(service("platform", platform.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return platform.New(ctx, platform.Config{Database: filepath.Join(env.DataDir, "platform.db"), AdminToken: env.AdminToken},
+				platform.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		})),
+		hub(service("ctxpublisher", ctxpublisher.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return ctxpublisher.New(ctx, ctxpublisher.Config{Database: filepath.Join(filepath.Dir(env.DataDir), "platform", "platform.db")},
+				ctxpublisher.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		})),
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return registry.New(registry.Config{Region: "local"}, registry.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
 		}),
@@ -108,6 +119,11 @@ func Components(satellites int) []Component {
 		}))
 	}
 	return cs
+}
+
+func hub(c Component) Component {
+	c.Hub = true
+	return c
 }
 
 type svcLib interface {

@@ -68,8 +68,11 @@ type Env struct {
 	ServiceLogger func(service string) *slog.Logger
 	// Services are the URLs of the components started before this one.
 	Services map[string]string
-	// Bootstrap is the dev tenant with its API key and deploy key.
+	// Bootstrap is the dev tenant with its API key and deploy key (empty
+	// for the hub's components, which start before it exists).
 	Bootstrap contextstore.Bootstrap
+	// AdminToken authorises the platform's admin API.
+	AdminToken string
 	// Config is the stack's configuration.
 	Config Config
 }
@@ -86,7 +89,10 @@ type Running struct {
 // Component is one service (or helper) that `orbit dev` runs. Start must
 // return once the component is listening; it keeps running until ctx ends.
 type Component struct {
-	Name  string
+	Name string
+	// Hub components (platform, ctxpublisher) start before the dev tenant
+	// is bootstrapped through them.
+	Hub   bool
 	Start func(ctx context.Context, env Env) (Running, error)
 }
 
@@ -100,11 +106,13 @@ type Info struct {
 	GatewayURL string `json:"gateway_url,omitempty"`
 	// TenantID, APIKey and DeployKey are the bootstrap tenant's (kept in
 	// bootstrap.json, so restarts keep them).
-	TenantID  string    `json:"tenant_id,omitempty"`
-	APIKey    string    `json:"api_key,omitempty"`
-	DeployKey string    `json:"deploy_key,omitempty"`
-	PID       int       `json:"pid"`
-	StartedAt time.Time `json:"started_at"`
+	TenantID  string `json:"tenant_id,omitempty"`
+	APIKey    string `json:"api_key,omitempty"`
+	DeployKey string `json:"deploy_key,omitempty"`
+	// AdminToken is the platform admin API's bearer token.
+	AdminToken string    `json:"admin_token,omitempty"`
+	PID        int       `json:"pid"`
+	StartedAt  time.Time `json:"started_at"`
 }
 
 // Stack is a running system.
@@ -175,11 +183,11 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 	s.info.EtcdEndpoints = []string{s.etcd.Endpoint}
 	log.Info("etcd ready", "event", "dev.etcd_ready", "endpoint", s.etcd.Endpoint)
 
-	boot, err := bootstrap(ctx, dir, s.etcd.Endpoint)
+	boot, err := loadBoot(dir)
 	if err != nil {
 		return nil, err
 	}
-	s.info.TenantID, s.info.APIKey, s.info.DeployKey = boot.TenantID, boot.APIKey, boot.DeployKey
+	booted := false
 
 	svcLog := cfg.ServiceLogger
 	if svcLog == nil {
@@ -188,6 +196,17 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	for _, c := range components {
+		if !booted && !c.Hub {
+			// The hub's components are up: make the dev tenant through
+			// the platform API before the services that use its keys.
+			if _, ok := s.info.Services["platform"]; ok {
+				if boot, err = bootstrap(ctx, dir, boot, s.info.Services["platform"], s.info.EtcdEndpoints); err != nil {
+					return nil, err
+				}
+			}
+			booted = true
+			s.info.TenantID, s.info.APIKey, s.info.DeployKey, s.info.AdminToken = boot.TenantID, boot.APIKey, boot.DeployKey, boot.AdminToken
+		}
 		cdir := filepath.Join(dir, c.Name)
 		if err := os.MkdirAll(cdir, 0o755); err != nil {
 			return nil, fmt.Errorf("dev: %s: %w", c.Name, err)
@@ -195,7 +214,7 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		ccctx, ccancel := context.WithCancel(cctx)
 		r, err := c.Start(ccctx, Env{
 			NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints, DataDir: cdir, Logger: log.With("component", c.Name),
-			ServiceLogger: svcLog, Services: maps.Clone(s.info.Services), Bootstrap: boot, Config: cfg,
+			ServiceLogger: svcLog, Services: maps.Clone(s.info.Services), Bootstrap: boot.Bootstrap, AdminToken: boot.AdminToken, Config: cfg,
 		})
 		if err != nil {
 			ccancel()
