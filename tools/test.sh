@@ -17,6 +17,12 @@ export GOTOOLCHAIN=local
 gazelle="$root/.bazeldeps/bin/gazelle"
 buf() { go tool -modfile=tools/buf/go.mod buf "$@"; }
 
+step "no large files tracked"
+# A session's submission is refused whole over a size limit; a stray binary
+# (go build in the repo root) did that once. Nothing tracked may exceed 2 MB.
+large=$(git ls-files -z --cached | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$1 > 2000000 {print $2 " (" $1 " bytes)"}')
+[ -z "$large" ] || fail "tracked files over 2 MB (build outputs? data a script can make?): $large"
+
 step "gofmt"
 unformatted=$(git ls-files -z --cached --others --exclude-standard '*.go' | xargs -0 gofmt -l)
 [ -z "$unformatted" ] || fail "gofmt would change: $unformatted"

@@ -33,7 +33,13 @@ func Start(t testing.TB) string {
 		return freshDatabase(t, dsn)
 	}
 	bin := binDir(t)
-	dir, err := os.MkdirTemp("", "testpg-")
+	// As root the server runs as postgres, which must reach the directory:
+	// /tmp, not $TMPDIR (under Bazel that sits below root's 0700 home).
+	base := ""
+	if os.Geteuid() == 0 {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "testpg-")
 	if err != nil {
 		t.Fatal(err)
 	}
