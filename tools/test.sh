@@ -17,6 +17,14 @@ export GOTOOLCHAIN=local
 gazelle="$root/.bazeldeps/bin/gazelle"
 buf() { go tool -modfile=tools/buf/go.mod buf "$@"; }
 
+step "PostgreSQL from Debian (the platform store's tests start their own servers)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${ORBIT_TEST_POSTGRES_DSN:-}" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq postgresql >/dev/null
+fi
+ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || echo "using \$ORBIT_TEST_POSTGRES_DSN"
+
 step "no large files tracked"
 # A session's submission is refused whole over a size limit; a stray binary
 # (go build in the repo root) did that once. Nothing tracked may exceed 2 MB.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -99,6 +100,12 @@ func (s *Store) invalidate(key string) {
 	case strings.HasPrefix(key, DeployKeyPrefix):
 		s.deploy.Invalidate(strings.TrimPrefix(key, DeployKeyPrefix))
 	}
+}
+
+// Collectors export the three caches' metrics (orbit_cache_*{cache=tenants|
+// apikeys|deploykeys}); a service registers them in its registry.
+func (s *Store) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.tenants.Collector("tenants"), s.api.Collector("apikeys"), s.deploy.Collector("deploykeys")}
 }
 
 // Tenant returns a tenant's context.

@@ -200,6 +200,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return float64(len(s.links))
 	})
 	reg.MustRegister(s.m.linksTotal, s.m.frames, s.m.unknown, s.m.links)
+	reg.MustRegister(s.ctxs.Collectors()...)
 	srv.Handle(connectorv1connect.NewLinkServiceHandler(&linkHandler{s: s}, srv.HandlerOptions()...))
 	return s, nil
 }

@@ -156,6 +156,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_gateway_auth_failures_total", Help: "Requests refused for a missing or bad API key."})
 	s.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_gateway_throttled_total", Help: "Requests refused by a per-tenant limit."}, []string{"limit"})
 	reg.MustRegister(s.authFailures, s.throttled)
+	reg.MustRegister(s.ctxs.Collectors()...)
 
 	hopts := append(srv.HandlerOptions(), connect.WithInterceptors(&auth{s: s}))
 	srv.Handle(queryv1connect.NewQueryServiceHandler(&queryAPI{s: s}, hopts...))
