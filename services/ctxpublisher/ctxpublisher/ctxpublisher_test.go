@@ -35,7 +35,7 @@ const adminToken = "test-admin-token-0123456789abcdef"
 // hub is a platform service and a context publisher over one SQLite file and
 // one NATS server, publishing to spokes of real etcd.
 type hub struct {
-	t        *testing.T
+	t        testing.TB
 	db       string
 	nats     string
 	admin    platformv1connect.PlatformServiceClient
@@ -50,13 +50,13 @@ type hub struct {
 	platformURL string
 }
 
-func newHub(t *testing.T, spokes ...string) *hub {
+func newHub(t testing.TB, spokes ...string) *hub {
 	t.Helper()
 	return newHubWith(t, nil, spokes...)
 }
 
 // newHubWith lets a test change the publisher's Deps (fault injection).
-func newHubWith(t *testing.T, mutate func(h *hub, d *ctxpublisher.Deps), spokes ...string) *hub {
+func newHubWith(t testing.TB, mutate func(h *hub, d *ctxpublisher.Deps), spokes ...string) *hub {
 	t.Helper()
 	ns := testnats.Start(t)
 	h := &hub{t: t, db: filepath.Join(t.TempDir(), "platform.db"), nats: ns.ClientURL(), spokes: map[string]*clientv3.Client{}, endpoints: map[string]string{}}
