@@ -121,6 +121,8 @@ type system struct {
 	connRun    []*running
 	broker     *querybroker.Service
 	gateway    *gateway.Service
+	gatewayCfg gateway.Config
+	gatewayRun *running
 	tenants    map[string]contextstore.Bootstrap
 	client     *http.Client
 	hbInterval time.Duration
@@ -219,9 +221,22 @@ func newSystem(t testing.TB, o options) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, gw.Listen, gw.Run)
-	s.gateway = gw
+	s.gatewayRun = run(t, gw.Listen, gw.Run)
+	s.gateway, s.gatewayCfg = gw, gcfg
 	return s
+}
+
+// restartGateway stops the gateway and starts a new one (empty caches) on
+// the same etcd.
+func (s *system) restartGateway() {
+	s.t.Helper()
+	s.gatewayRun.stop(s.t)
+	gw, err := gateway.New(s.gatewayCfg, gateway.Deps{Logger: logger(s.logs, "gateway"), TracerProvider: tracer(s.t, "gateway"), Etcd: s.etcd})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.gatewayRun = run(s.t, gw.Listen, gw.Run)
+	s.gateway = gw
 }
 
 func (s *system) newConnector(id, addr string) (*connector.Service, *running) {

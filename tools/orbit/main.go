@@ -64,7 +64,8 @@ func devFlags(fs *flag.FlagSet) (*dev.Config, *string) {
 	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", dev.DefaultEtcdPeerPort, "etcd peer port (0 = any free port)")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", dev.DefaultReadyTimeout, "how long each service may take to become healthy")
 	fs.IntVar(&cfg.GatewayPort, "gateway-port", dev.DefaultGatewayPort, "gateway (public API) port (0 = any free port)")
-	fs.IntVar(&cfg.Satellites, "satellites", dev.DefaultSatellites, "demo satellites to run")
+	fs.IntVar(&cfg.Satellites, "satellites", dev.DefaultSatellites, "demo satellites to run (split between the regions)")
+	fs.IntVar(&cfg.Regions, "regions", 1, "spoke regions: 1 shares the hub's NATS and etcd; 2 or more run region-1..N, each with its own NATS, etcd and services, fed by the hub's context publisher")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	return cfg, level
 }
@@ -82,6 +83,9 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("dev: unexpected arguments %q", fs.Args())
+	}
+	if cfg.Regions < 1 || cfg.Regions > dev.MaxRegions {
+		return fmt.Errorf("dev: --regions %d: want 1 to %d", cfg.Regions, dev.MaxRegions)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -105,13 +109,13 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	defer logFile.Close()
 	logOut := io.MultiWriter(stderr, logFile)
 	cfg.Logger = obslog.New(logOut, obslog.Options{Service: "orbit-dev", Level: lvl})
-	cfg.ServiceLogger = func(service string) *slog.Logger {
-		return obslog.New(logOut, obslog.Options{Service: service, Region: "local", Level: lvl})
+	cfg.ServiceLogger = func(service, region string) *slog.Logger {
+		return obslog.New(logOut, obslog.Options{Service: service, Region: region, Level: lvl})
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	st, err := dev.Start(ctx, *cfg, dev.Components(cfg.Satellites))
+	st, err := dev.Start(ctx, *cfg, dev.Components(cfg.Satellites, dev.RegionNames(cfg.Regions)))
 	if err != nil {
 		return err
 	}
@@ -121,6 +125,11 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  etcd:     %s\n", strings.Join(info.EtcdEndpoints, ","))
 	for name, url := range info.Services {
 		fmt.Fprintf(stdout, "  %-9s %s\n", name+":", url)
+	}
+	if len(info.Regions) > 1 {
+		for _, r := range info.Regions {
+			fmt.Fprintf(stdout, "  region %s: gateway %s, nats %s, etcd %s\n", r.Name, r.GatewayURL, r.NATSURL, strings.Join(r.EtcdEndpoints, ","))
+		}
 	}
 	fmt.Fprintf(stdout, "  dev.json: %s\n", filepath.Join(info.DataDir, dev.InfoFile))
 	fmt.Fprintf(stdout, "\nTry it:\n  export ORBIT_ENDPOINT=%s ORBIT_API_KEY=%s\n  orbitctl satellites list\n  orbitctl query --selector env=demo \"SELECT service, count(*) FROM logs GROUP BY 1\"\n",

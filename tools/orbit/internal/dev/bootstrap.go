@@ -75,12 +75,29 @@ func saveBoot(dir string, b bootState) error {
 // like an operator would. It returns once both keys authenticate from the
 // region's etcd, i.e. once the context publisher has pushed them, so the
 // services started next can use them.
-func bootstrap(ctx context.Context, dir string, b bootState, platformURL string, etcdEndpoints []string) (bootState, error) {
+func bootstrap(ctx context.Context, dir string, b bootState, platformURL string, regions []RegionInfo) (bootState, error) {
 	admin := platformv1connect.NewPlatformServiceClient(connectclient.HTTPClient(nil), platformURL,
 		connect.WithInterceptors(connectclient.Bearer(b.AdminToken)))
-	if _, err := admin.PutRegion(ctx, connect.NewRequest(&platformv1.PutRegionRequest{Region: &platformv1.Region{
-		Name: RegionName, Hub: true, EtcdEndpoints: etcdEndpoints}})); err != nil {
-		return b, fmt.Errorf("dev: register region: %w", err)
+	// The regions of this run replace whatever an earlier run registered
+	// (another --regions, new etcd ports).
+	old, err := admin.ListRegions(ctx, connect.NewRequest(&platformv1.ListRegionsRequest{}))
+	if err != nil {
+		return b, fmt.Errorf("dev: list regions: %w", err)
+	}
+	want := map[string]bool{}
+	for _, r := range regions {
+		want[r.Name] = true
+		if _, err := admin.PutRegion(ctx, connect.NewRequest(&platformv1.PutRegionRequest{Region: &platformv1.Region{
+			Name: r.Name, Hub: len(regions) == 1, EtcdEndpoints: r.EtcdEndpoints}})); err != nil {
+			return b, fmt.Errorf("dev: register region %s: %w", r.Name, err)
+		}
+	}
+	for _, r := range old.Msg.Regions {
+		if !want[r.Name] {
+			if _, err := admin.DeleteRegion(ctx, connect.NewRequest(&platformv1.DeleteRegionRequest{Name: r.Name})); err != nil {
+				return b, fmt.Errorf("dev: remove region %s: %w", r.Name, err)
+			}
+		}
 	}
 	if b.TenantID == "" {
 		t, err := admin.CreateTenant(ctx, connect.NewRequest(&platformv1.CreateTenantRequest{Name: DevTenantName}))
@@ -107,9 +124,19 @@ func bootstrap(ctx context.Context, dir string, b bootState, platformURL string,
 			return b, err
 		}
 	}
-	cli, err := etcdkv.Connect(ctx, etcdkv.Config{Endpoints: etcdEndpoints})
+	for _, r := range regions {
+		if err := waitForKeys(ctx, b, r); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// waitForKeys returns once the dev keys authenticate from a region's etcd.
+func waitForKeys(ctx context.Context, b bootState, r RegionInfo) error {
+	cli, err := etcdkv.Connect(ctx, etcdkv.Config{Endpoints: r.EtcdEndpoints})
 	if err != nil {
-		return b, err
+		return err
 	}
 	defer cli.Close()
 	// A fresh store each poll: a cached "not found" must not hide the push.
@@ -119,14 +146,14 @@ func bootstrap(ctx context.Context, dir string, b bootState, platformURL string,
 		_, _, errA := cs.AuthAPIKey(ctx, b.APIKey)
 		_, errD := cs.AuthDeployKey(ctx, b.DeployKey)
 		if errA == nil && errD == nil {
-			return b, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return b, fmt.Errorf("dev: the dev keys did not reach the region's etcd within 30 s (API key: %v, deploy key: %v); is the context publisher running?", errA, errD)
+			return fmt.Errorf("dev: the dev keys did not reach region %s's etcd within 30 s (API key: %v, deploy key: %v); is the context publisher running?", r.Name, errA, errD)
 		}
 		select {
 		case <-ctx.Done():
-			return b, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -58,7 +58,10 @@ rules:
 // platform and context publisher (the dev tenant is made through them), the
 // registry, a connector, the query broker, the log broker, the collector,
 // the router, the gateway, then the demo satellites.
-func Components(satellites int) []Component {
+func Components(satellites int, regions []string) []Component {
+	if len(regions) == 0 {
+		regions = []string{RegionName}
+	}
 	cs := []Component{
 		hub(service("platform", platform.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return platform.New(ctx, platform.Config{Database: filepath.Join(env.DataDir, "platform.db"), AdminToken: env.AdminToken},
@@ -68,11 +71,41 @@ func Components(satellites int) []Component {
 			return ctxpublisher.New(ctx, ctxpublisher.Config{Database: filepath.Join(filepath.Dir(env.DataDir), "platform", "platform.db")},
 				ctxpublisher.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
 		})),
+	}
+	for ri, region := range regions {
+		for _, c := range spokeComponents(ri == 0) {
+			c.Region = region
+			cs = append(cs, c)
+		}
+	}
+	sites := []string{"berlin", "tokyo", "ohio", "sydney", "lagos"}
+	for i := range satellites {
+		name := fmt.Sprintf("demo-%d", i+1)
+		c := service(name, satellite.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			cfg := satellite.Config{
+				DataDir: filepath.Join(env.DataDir, "data"), ConnectorURL: env.Services["connector"], DeployKey: env.Bootstrap.DeployKey,
+				Name: name, Labels: satellite.Labels{"env": "demo", "site": sites[i%len(sites)]},
+				Demo: satellite.DemoConfig{Enabled: true, Rate: 20, Backfill: satellite.DefaultDemoBackfill},
+			}
+			cfg.Ingest.HostMetricsEvery = satellite.DefaultHostMetricsEvery
+			return satellite.New(ctx, cfg, satellite.Deps{Logger: d.log, TracerProvider: d.tp})
+		})
+		c.Region = regions[i%len(regions)] // split between the regions
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// spokeComponents are one region's services; the first region also runs
+// the collector and the router (orbit dev has one log file to ship), and its
+// gateway takes --gateway-port.
+func spokeComponents(first bool) []Component {
+	cs := []Component{
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return registry.New(registry.Config{Region: "local"}, registry.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
+			return registry.New(registry.Config{Region: env.Region}, registry.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
 		}),
 		service("connector", connector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return connector.New(connector.Config{ID: "dev-connector", RegistryURL: env.Services["registry"]},
+			return connector.New(connector.Config{ID: "dev-connector-" + env.Region, RegistryURL: env.Services["registry"]},
 				connector.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
 		}),
 		service("querybroker", querybroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
@@ -82,43 +115,36 @@ func Components(satellites int) []Component {
 		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
 		}),
-		service("collector", collector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return collector.New(collector.Config{
-				Files: []string{filepath.Join(env.Config.DataDir, LogDir, "*.log")}, StateDir: env.DataDir,
-				LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Stream: LogStream,
-			}, collector.Deps{Logger: d.log, TracerProvider: d.tp})
-		}),
-		service("router", router.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			rules := filepath.Join(env.DataDir, "rules.yaml")
-			if _, err := os.Stat(rules); errors.Is(err, os.ErrNotExist) {
-				if err := os.WriteFile(rules, []byte(fmt.Sprintf(DevRules, filepath.Join(env.DataDir, RoutedLog))), 0o644); err != nil {
-					return nil, err
+	}
+	if first {
+		cs = append(cs,
+			service("collector", collector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+				return collector.New(collector.Config{
+					Files: []string{filepath.Join(env.Config.DataDir, LogDir, "*.log")}, StateDir: env.DataDir,
+					LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Stream: LogStream,
+				}, collector.Deps{Logger: d.log, TracerProvider: d.tp})
+			}),
+			service("router", router.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+				rules := filepath.Join(env.DataDir, "rules.yaml")
+				if _, err := os.Stat(rules); errors.Is(err, os.ErrNotExist) {
+					if err := os.WriteFile(rules, []byte(fmt.Sprintf(DevRules, filepath.Join(env.DataDir, RoutedLog))), 0o644); err != nil {
+						return nil, err
+					}
 				}
-			}
-			return router.New(router.Config{Rules: rules, LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Region: "local"},
-				router.Deps{Logger: d.log, TracerProvider: d.tp})
-		}),
-		service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: "local"}
-			cfg.Server.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(env.Config.GatewayPort))
-			cfg.Server.CORSOrigins = []string{"*"}
-			return gateway.New(cfg, gateway.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
-		}),
+				return router.New(router.Config{Rules: rules, LogBrokerURL: env.Services["logbroker"], Tenant: env.Bootstrap.TenantID, Region: env.Region},
+					router.Deps{Logger: d.log, TracerProvider: d.tp})
+			}))
 	}
-	sites := []string{"berlin", "tokyo", "ohio", "sydney", "lagos"}
-	for i := range satellites {
-		name := fmt.Sprintf("demo-%d", i+1)
-		cs = append(cs, service(name, satellite.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			cfg := satellite.Config{
-				DataDir: filepath.Join(env.DataDir, "data"), ConnectorURL: env.Services["connector"], DeployKey: env.Bootstrap.DeployKey,
-				Name: name, Labels: satellite.Labels{"env": "demo", "site": sites[i%len(sites)]},
-				Demo: satellite.DemoConfig{Enabled: true, Rate: 20, Backfill: satellite.DefaultDemoBackfill},
-			}
-			cfg.Ingest.HostMetricsEvery = satellite.DefaultHostMetricsEvery
-			return satellite.New(ctx, cfg, satellite.Deps{Logger: d.log, TracerProvider: d.tp})
-		}))
-	}
-	return cs
+	return append(cs, service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+		cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: env.Region}
+		port := 0
+		if first {
+			port = env.Config.GatewayPort
+		}
+		cfg.Server.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cfg.Server.CORSOrigins = []string{"*"}
+		return gateway.New(cfg, gateway.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
+	}))
 }
 
 func hub(c Component) Component {

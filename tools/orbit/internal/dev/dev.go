@@ -48,13 +48,34 @@ type Config struct {
 	// ReadyTimeout bounds the wait for each component to become healthy.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
-	// ServiceLogger makes each service's own logger; default: Logger with a
-	// component attribute.
-	ServiceLogger func(service string) *slog.Logger
+	// ServiceLogger makes each service's own logger for a region ("hub"
+	// for the hub's); default: Logger with a component attribute.
+	ServiceLogger func(service, region string) *slog.Logger
 	// GatewayPort is the gateway's port (0 = any free one).
 	GatewayPort int
 	// Satellites is how many demo satellites to run.
 	Satellites int
+	// Regions is how many spoke regions to run (default 1: one region,
+	// "local", sharing the hub's NATS and etcd). With 2 or more, each
+	// region "region-N" gets its own NATS and etcd and its own services,
+	// and the demo satellites are split between them.
+	Regions int
+}
+
+// MaxRegions bounds --regions (each region is a NATS server, an etcd member
+// and six services in one process).
+const MaxRegions = 8
+
+// RegionNames are the regions a configuration runs.
+func RegionNames(regions int) []string {
+	if regions <= 1 {
+		return []string{RegionName}
+	}
+	names := make([]string, regions)
+	for i := range names {
+		names[i] = fmt.Sprintf("region-%d", i+1)
+	}
+	return names
 }
 
 // Env is what a component gets to start with.
@@ -66,6 +87,8 @@ type Env struct {
 	Logger  *slog.Logger
 	// ServiceLogger makes a service's own logger.
 	ServiceLogger func(service string) *slog.Logger
+	// Region is the component's region ("hub" for the hub's).
+	Region string
 	// Services are the URLs of the components started before this one.
 	Services map[string]string
 	// Bootstrap is the dev tenant with its API key and deploy key (empty
@@ -92,8 +115,11 @@ type Component struct {
 	Name string
 	// Hub components (platform, ctxpublisher) start before the dev tenant
 	// is bootstrapped through them.
-	Hub   bool
-	Start func(ctx context.Context, env Env) (Running, error)
+	Hub bool
+	// Region is the spoke region a non-hub component runs in (empty: the
+	// first).
+	Region string
+	Start  func(ctx context.Context, env Env) (Running, error)
 }
 
 // Info is the content of dev.json.
@@ -110,21 +136,35 @@ type Info struct {
 	APIKey    string `json:"api_key,omitempty"`
 	DeployKey string `json:"deploy_key,omitempty"`
 	// AdminToken is the platform admin API's bearer token.
-	AdminToken string    `json:"admin_token,omitempty"`
-	PID        int       `json:"pid"`
-	StartedAt  time.Time `json:"started_at"`
+	AdminToken string `json:"admin_token,omitempty"`
+	// Regions are the spoke regions, each with its gateway, NATS and etcd
+	// (with one region they are the hub's).
+	Regions   []RegionInfo `json:"regions"`
+	PID       int          `json:"pid"`
+	StartedAt time.Time    `json:"started_at"`
+}
+
+// RegionInfo describes one spoke region in dev.json.
+type RegionInfo struct {
+	Name          string   `json:"name"`
+	GatewayURL    string   `json:"gateway_url"`
+	NATSURL       string   `json:"nats_url"`
+	EtcdEndpoints []string `json:"etcd_endpoints"`
 }
 
 // Stack is a running system.
 type Stack struct {
-	info    Info
-	lock    *os.File
-	nats    *server.Server
-	etcd    *embedetcd.Server
-	cancel  context.CancelFunc
-	running []namedRunning
-	once    sync.Once
-	stopErr error
+	info Info
+	lock *os.File
+	nats *server.Server
+	etcd *embedetcd.Server
+	// spokes' own NATS and etcd (with 2 or more regions).
+	spokeNATS []*server.Server
+	spokeEtcd []*embedetcd.Server
+	cancel    context.CancelFunc
+	running   []namedRunning
+	once      sync.Once
+	stopErr   error
 }
 
 type namedRunning struct {
@@ -188,10 +228,37 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		return nil, err
 	}
 	booted := false
+	names := RegionNames(cfg.Regions)
+	regions := map[string]*RegionInfo{}
+	for _, name := range names {
+		r := &RegionInfo{Name: name, NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints}
+		if len(names) > 1 {
+			rdir := filepath.Join(dir, "regions", name)
+			ns, err := embednats.Start(embednats.Config{Port: -1, StoreDir: filepath.Join(rdir, "nats")})
+			if err != nil {
+				return nil, fmt.Errorf("dev: %s nats: %w", name, err)
+			}
+			s.spokeNATS = append(s.spokeNATS, ns)
+			es, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(rdir, "etcd")})
+			if err != nil {
+				return nil, fmt.Errorf("dev: %s etcd: %w", name, err)
+			}
+			s.spokeEtcd = append(s.spokeEtcd, es)
+			r.NATSURL, r.EtcdEndpoints = ns.ClientURL(), []string{es.Endpoint}
+			log.Info("region ready", "event", "dev.region_ready", "region_name", name, "nats", r.NATSURL, "etcd", es.Endpoint)
+		}
+		regions[name] = r
+	}
+	// Each region's services see the hub's and their own region's URLs.
+	hubServices := map[string]string{}
+	regionServices := map[string]map[string]string{}
+	for _, n := range names {
+		regionServices[n] = map[string]string{}
+	}
 
 	svcLog := cfg.ServiceLogger
 	if svcLog == nil {
-		svcLog = func(name string) *slog.Logger { return log.With("component", name) }
+		svcLog = func(name, region string) *slog.Logger { return log.With("component", name, "region", region) }
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -200,21 +267,42 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 			// The hub's components are up: make the dev tenant through
 			// the platform API before the services that use its keys.
 			if _, ok := s.info.Services["platform"]; ok {
-				if boot, err = bootstrap(ctx, dir, boot, s.info.Services["platform"], s.info.EtcdEndpoints); err != nil {
+				var rs []RegionInfo
+				for _, n := range names {
+					rs = append(rs, *regions[n])
+				}
+				if boot, err = bootstrap(ctx, dir, boot, s.info.Services["platform"], rs); err != nil {
 					return nil, err
 				}
 			}
 			booted = true
 			s.info.TenantID, s.info.APIKey, s.info.DeployKey, s.info.AdminToken = boot.TenantID, boot.APIKey, boot.DeployKey, boot.AdminToken
 		}
-		cdir := filepath.Join(dir, c.Name)
+		region, key, cdir := "hub", c.Name, filepath.Join(dir, c.Name)
+		natsURL, etcdEPs, services := s.info.NATSURL, s.info.EtcdEndpoints, maps.Clone(hubServices)
+		if !c.Hub {
+			region = c.Region
+			if region == "" {
+				region = names[0]
+			}
+			ri, ok := regions[region]
+			if !ok {
+				return nil, fmt.Errorf("dev: %s: unknown region %q", c.Name, region)
+			}
+			natsURL, etcdEPs = ri.NATSURL, ri.EtcdEndpoints
+			maps.Copy(services, regionServices[region])
+			if len(names) > 1 {
+				key, cdir = region+"/"+c.Name, filepath.Join(dir, "regions", region, c.Name)
+			}
+		}
 		if err := os.MkdirAll(cdir, 0o755); err != nil {
 			return nil, fmt.Errorf("dev: %s: %w", c.Name, err)
 		}
 		ccctx, ccancel := context.WithCancel(cctx)
 		r, err := c.Start(ccctx, Env{
-			NATSURL: s.info.NATSURL, EtcdEndpoints: s.info.EtcdEndpoints, DataDir: cdir, Logger: log.With("component", c.Name),
-			ServiceLogger: svcLog, Services: maps.Clone(s.info.Services), Bootstrap: boot.Bootstrap, AdminToken: boot.AdminToken, Config: cfg,
+			NATSURL: natsURL, EtcdEndpoints: etcdEPs, DataDir: cdir, Logger: log.With("component", key), Region: region,
+			ServiceLogger: func(svc string) *slog.Logger { return svcLog(svc, region) }, Services: services,
+			Bootstrap: boot.Bootstrap, AdminToken: boot.AdminToken, Config: cfg,
 		})
 		if err != nil {
 			ccancel()
@@ -225,11 +313,20 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 			if err := waitHealthy(ctx, r.URL, cfg.ReadyTimeout); err != nil {
 				return nil, fmt.Errorf("dev: %s at %s: %w", c.Name, r.URL, err)
 			}
-			s.info.Services[c.Name] = r.URL
+			s.info.Services[key] = r.URL
+			if c.Hub {
+				hubServices[c.Name] = r.URL
+			} else {
+				regionServices[region][c.Name] = r.URL
+			}
 		}
-		log.Info("component ready", "event", "dev.component_ready", "name", c.Name, "url", r.URL)
+		log.Info("component ready", "event", "dev.component_ready", "name", key, "url", r.URL)
 	}
-	s.info.GatewayURL = s.info.Services["gateway"]
+	for _, n := range names {
+		regions[n].GatewayURL = regionServices[n]["gateway"]
+		s.info.Regions = append(s.info.Regions, *regions[n])
+	}
+	s.info.GatewayURL = s.info.Regions[0].GatewayURL
 	if err := writeInfo(filepath.Join(dir, InfoFile), s.info); err != nil {
 		return nil, err
 	}
@@ -258,6 +355,13 @@ func (s *Stack) Stop() error {
 		}
 		if s.cancel != nil {
 			s.cancel()
+		}
+		for _, e := range s.spokeEtcd {
+			e.Close()
+		}
+		for _, n := range s.spokeNATS {
+			n.Shutdown()
+			n.WaitForShutdown()
 		}
 		if s.etcd != nil {
 			s.etcd.Close()
