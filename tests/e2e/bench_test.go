@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -308,4 +309,50 @@ func BenchmarkMillionRows(b *testing.B) {
 	b.ReportMetric(testbench.Median(locals), "local_ms")
 	b.ReportMetric(testbench.Median(relays), "relay_ms")
 	b.ReportMetric(testbench.Median(ratios), "ratio")
+}
+
+// BenchmarkAuthShare: what the gateway's authentication (API key through the
+// loading cache, rate limit, context replacement) adds to the tiny-query
+// round trip, both measured in the same run. Goal (issue 5): ≤ 1 %.
+//
+//	go test -run '^$' -bench AuthShare -benchtime 1x ./tests/e2e/
+func BenchmarkAuthShare(b *testing.B) {
+	s := newSystem(b, options{logFile: true, gatewayCfg: gatewayCfg()})
+	s.startSatellite(satOptions{name: "edge-1"})
+	ctx := context.Background()
+	q := s.query("tenant-a")
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+s.tenants["tenant-a"].APIKey)
+	if _, err := s.gateway.Authenticate(ctx, h); err != nil {
+		b.Fatal(err)
+	}
+	full := func() error {
+		st, err := q.ExecuteQuery(ctx, one("edge-1", "SELECT 1"))
+		if err != nil {
+			return err
+		}
+		_, err = collect(st, false, nil)
+		return err
+	}
+	const n, authN = 1500, 200_000
+	var shares []float64
+	for range b.N {
+		for range 3 {
+			l, err := measure(n, full)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			for range authN {
+				if _, err := s.gateway.Authenticate(ctx, h); err != nil {
+					b.Fatal(err)
+				}
+			}
+			per := time.Since(start) / authN
+			share := 100 * float64(per) / float64(l.pct(0.5))
+			shares = append(shares, share)
+			b.Logf("auth %v per call; tiny query p50 %.3f ms; share %.2f %%", per, ms(l.pct(0.5)), share)
+		}
+	}
+	b.ReportMetric(testbench.Median(shares), "auth_%_of_p50")
 }

@@ -202,6 +202,15 @@ func principalFrom(ctx context.Context) *principal {
 // authenticated tenant.
 type auth struct{ s *Service }
 
+// Authenticate is what the gateway does for every call before its handler:
+// API key → key and tenant contexts (through the loading cache), the
+// tenant's rate limit, and the request context replaced by the
+// authenticated one. Exported for the benchmark that weighs it against a
+// whole query (docs/benchmarks.md).
+func (s *Service) Authenticate(ctx context.Context, h http.Header) (context.Context, error) {
+	return (&auth{s: s}).authenticate(ctx, h)
+}
+
 func (a *auth) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
 	s := a.s
 	raw := h.Get("Authorization")
