@@ -323,7 +323,7 @@ func BenchmarkAuthShare(b *testing.B) {
 	q := s.query("tenant-a")
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+s.tenants["tenant-a"].APIKey)
-	if _, err := s.gateway.Authenticate(ctx, h); err != nil {
+	if _, err := s.gateway.Authenticate(ctx, queryv1connect.QueryServiceExecuteQueryProcedure, h); err != nil {
 		b.Fatal(err)
 	}
 	full := func() error {
@@ -344,7 +344,7 @@ func BenchmarkAuthShare(b *testing.B) {
 			}
 			start := time.Now()
 			for range authN {
-				if _, err := s.gateway.Authenticate(ctx, h); err != nil {
+				if _, err := s.gateway.Authenticate(ctx, queryv1connect.QueryServiceExecuteQueryProcedure, h); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -207,11 +207,54 @@ type auth struct{ s *Service }
 // tenant's rate limit, and the request context replaced by the
 // authenticated one. Exported for the benchmark that weighs it against a
 // whole query (docs/benchmarks.md).
-func (s *Service) Authenticate(ctx context.Context, h http.Header) (context.Context, error) {
-	return (&auth{s: s}).authenticate(ctx, h)
+func (s *Service) Authenticate(ctx context.Context, procedure string, h http.Header) (context.Context, error) {
+	return (&auth{s: s}).authenticate(ctx, procedure, h)
 }
 
-func (a *auth) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
+// ScopeAdmin grants every scope.
+const ScopeAdmin = "admin"
+
+// requiredScope is the API key scope each procedure needs (the platform's
+// scope list, services/platform/store.Scopes). WhoAmI needs none: any valid
+// key may ask what it is.
+var requiredScope = map[string]string{
+	queryv1connect.QueryServiceExecuteQueryProcedure:           "query",
+	queryv1connect.QueryServiceGetSchemaProcedure:              "query",
+	gatewayv1connect.GatewayServiceGetDirectEndpointProcedure:  "query",
+	registryv1connect.RegistryServiceGetSatelliteProcedure:     "satellites:read",
+	registryv1connect.RegistryServiceListSatellitesProcedure:   "satellites:read",
+	registryv1connect.RegistryServiceWatchSatellitesProcedure:  "satellites:read",
+	logbrokerv1connect.LogBrokerServiceListStreamsProcedure:    "logs:read",
+	logbrokerv1connect.LogBrokerServiceDescribeStreamProcedure: "logs:read",
+	logbrokerv1connect.LogBrokerServiceSubscribeProcedure:      "logs:read",
+	logbrokerv1connect.LogBrokerServiceGetCursorProcedure:      "logs:read",
+	logbrokerv1connect.LogBrokerServiceSetCursorProcedure:      "logs:read",
+	logbrokerv1connect.LogBrokerServiceCreateStreamProcedure:   "logs:write",
+	logbrokerv1connect.LogBrokerServiceDeleteStreamProcedure:   "logs:write",
+	logbrokerv1connect.LogBrokerServicePublishProcedure:        "logs:write",
+	logbrokerv1connect.LogBrokerServicePublishBatchProcedure:   "logs:write",
+	gatewayv1connect.GatewayServiceWhoAmIProcedure:             "",
+}
+
+// permitted reports whether a key's scopes allow a procedure; procedures
+// the table does not know are refused (the gateway serves nothing else).
+func permitted(procedure string, scopes []string) (string, bool) {
+	need, known := requiredScope[procedure]
+	if !known {
+		return "", false
+	}
+	if need == "" {
+		return "", true
+	}
+	for _, sc := range scopes {
+		if sc == need || sc == ScopeAdmin {
+			return need, true
+		}
+	}
+	return need, false
+}
+
+func (a *auth) authenticate(ctx context.Context, procedure string, h http.Header) (context.Context, error) {
 	s := a.s
 	raw := h.Get("Authorization")
 	key, ok := strings.CutPrefix(raw, "Bearer ")
@@ -226,6 +269,13 @@ func (a *auth) authenticate(ctx context.Context, h http.Header) (context.Context
 			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("API key is invalid, revoked or expired"))
 		}
 		return ctx, connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot check the API key now: %w", err))
+	}
+	if need, ok := permitted(procedure, k.Scopes); !ok {
+		s.authFailures.Inc()
+		if need == "" {
+			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s is not served by the gateway", procedure))
+		}
+		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this API key lacks the %q scope that %s needs", need, procedure))
 	}
 	if !s.allow(t) {
 		s.throttled.WithLabelValues("rate").Inc()
@@ -245,7 +295,7 @@ func (a *auth) authenticate(ctx context.Context, h http.Header) (context.Context
 
 func (a *auth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := a.authenticate(ctx, req.Header())
+		ctx, err := a.authenticate(ctx, req.Spec().Procedure, req.Header())
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +309,7 @@ func (a *auth) WrapStreamingClient(next connect.StreamingClientFunc) connect.Str
 
 func (a *auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := a.authenticate(ctx, conn.RequestHeader())
+		ctx, err := a.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader())
 		if err != nil {
 			return err
 		}
