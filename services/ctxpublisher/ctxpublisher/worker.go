@@ -30,6 +30,10 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// revs is the mod revision of each context the worker last wrote or
+	// read in the region (the worker's goroutine only).
+	revs map[string]int64
+
 	mu            sync.Mutex
 	pushed        uint64
 	behindSince   time.Time
@@ -40,7 +44,7 @@ type worker struct {
 }
 
 func newWorker(s *Service, r store.Region) *worker {
-	return &worker{s: s, region: r, kickc: make(chan struct{}, 1), reqs: make(chan chan error, 16), done: make(chan struct{})}
+	return &worker{s: s, region: r, kickc: make(chan struct{}, 1), reqs: make(chan chan error, 16), done: make(chan struct{}), revs: map[string]int64{}}
 }
 
 func (w *worker) kick() {
@@ -227,57 +231,92 @@ func (w *worker) setLag(changes uint64) {
 // writeVersioned writes a batch of contexts, each only if the region's copy
 // is older, in one transaction that fails if any of them changed since it
 // was read (then it reads again).
+//
+// The first attempt needs no read: the worker remembers the mod revision of
+// every context it wrote or read (revs), and a copy still at that revision
+// is one it wrote from an older database state, so a newer version may
+// replace it; a key it has never seen must be absent. When that guess is
+// wrong (another writer, a restart), the same transaction's Else branch
+// returns the region's copies, and the next attempt decides from them by
+// version.
 func (w *worker) writeVersioned(ctx context.Context, cli *clientv3.Client, cs []store.Context) error {
-	for attempt := 0; attempt < 5; attempt++ {
-		gets := make([]clientv3.Op, len(cs))
-		for i, c := range cs {
-			gets[i] = clientv3.OpGet(c.Key)
+	gets := make([]clientv3.Op, len(cs))
+	for i, c := range cs {
+		gets[i] = clientv3.OpGet(c.Key)
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	var written []store.Context
+	for _, c := range cs {
+		if rev, ok := w.revs[c.Key]; ok {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.Key), "=", rev))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(c.Key), "=", 0))
+			if c.Deleted {
+				continue // absent already
+			}
 		}
+		if w.s.drop != nil && w.s.drop(w.region.Name, c) {
+			continue
+		}
+		ops = append(ops, op(c))
+		written = append(written, c)
+	}
+	for attempt := 0; attempt < 5; attempt++ {
 		tctx, cancel := context.WithTimeout(ctx, w.s.cfg.WriteTimeout)
-		resp, err := cli.Txn(tctx).Then(gets...).Commit()
+		resp, err := cli.Txn(tctx).If(cmps...).Then(ops...).Else(gets...).Commit()
 		cancel()
 		if err != nil {
 			return err
 		}
-		var cmps []clientv3.Cmp
-		var ops []clientv3.Op
+		if resp.Succeeded {
+			w.remember(written, resp.Header.Revision)
+			w.s.m.pushed.WithLabelValues(w.region.Name).Add(float64(len(ops)))
+			return nil
+		}
+		// Decide from the region's copies, returned by the Else branch.
+		cmps, ops, written = cmps[:0], ops[:0], written[:0]
 		for i, c := range cs {
 			kvs := resp.Responses[i].GetResponseRange().Kvs
 			if len(kvs) == 0 {
+				delete(w.revs, c.Key)
+				cmps = append(cmps, clientv3.Compare(clientv3.Version(c.Key), "=", 0))
 				if c.Deleted {
 					continue
 				}
-				cmps = append(cmps, clientv3.Compare(clientv3.Version(c.Key), "=", 0))
 			} else {
+				w.revs[c.Key] = kvs[0].ModRevision
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.Key), "=", kvs[0].ModRevision))
 				if versionOf(c.Key, kvs[0].Value) >= c.Version {
 					continue // the region already has this or a newer one
 				}
-				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.Key), "=", kvs[0].ModRevision))
 			}
 			if w.s.drop != nil && w.s.drop(w.region.Name, c) {
 				continue
 			}
-			if c.Deleted {
-				ops = append(ops, clientv3.OpDelete(c.Key))
-			} else {
-				ops = append(ops, clientv3.OpPut(c.Key, string(c.Value)))
-			}
-		}
-		if len(ops) == 0 {
-			return nil
-		}
-		tctx, cancel = context.WithTimeout(ctx, w.s.cfg.WriteTimeout)
-		tr, err := cli.Txn(tctx).If(cmps...).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			return err
-		}
-		if tr.Succeeded {
-			w.s.m.pushed.WithLabelValues(w.region.Name).Add(float64(len(ops)))
-			return nil
+			ops = append(ops, op(c))
+			written = append(written, c)
 		}
 	}
 	return errors.New("contexts kept changing under the push; will retry")
+}
+
+func op(c store.Context) clientv3.Op {
+	if c.Deleted {
+		return clientv3.OpDelete(c.Key)
+	}
+	return clientv3.OpPut(c.Key, string(c.Value))
+}
+
+// remember records the mod revision of contexts written at rev.
+func (w *worker) remember(cs []store.Context, rev int64) {
+	for _, c := range cs {
+		if c.Deleted {
+			delete(w.revs, c.Key)
+		} else {
+			w.revs[c.Key] = rev
+		}
+	}
 }
 
 // versionOf reads the version of a context value (0 if unreadable).
@@ -318,9 +357,11 @@ func (w *worker) reconcile(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	have := make(map[string][]byte, len(resp.Kvs))
+	clear(w.revs)
 	for _, kv := range resp.Kvs {
 		if store.IsContextKey(string(kv.Key)) {
 			have[string(kv.Key)] = kv.Value
+			w.revs[string(kv.Key)] = kv.ModRevision
 		}
 	}
 	var ops []clientv3.Op
@@ -337,6 +378,7 @@ func (w *worker) reconcile(ctx context.Context, cli *clientv3.Client) error {
 		deleted++
 	}
 	if err := w.writeAll(ctx, cli, ops); err != nil {
+		clear(w.revs) // partly written: the next push reads what is there
 		return err
 	}
 	w.s.m.pushed.WithLabelValues(w.region.Name).Add(float64(len(ops)))
@@ -374,14 +416,22 @@ func (w *worker) writeAll(ctx context.Context, cli *clientv3.Client, ops []clien
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			tctx, cancel := context.WithTimeout(ctx, w.s.cfg.WriteTimeout)
-			_, err := cli.Txn(tctx).Then(batch...).Commit()
+			resp, err := cli.Txn(tctx).Then(batch...).Commit()
 			cancel()
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				if first == nil {
 					first = err
 				}
-				mu.Unlock()
+				return
+			}
+			for _, o := range batch {
+				if o.IsDelete() {
+					delete(w.revs, string(o.KeyBytes()))
+				} else {
+					w.revs[string(o.KeyBytes())] = resp.Header.Revision
+				}
 			}
 		}()
 	}
