@@ -260,7 +260,8 @@ func (c *Cache[K, V]) Len() int { return int(c.entries.Load()) }
 // Fills counts fills started (refreshes not included).
 func (c *Cache[K, V]) Fills() int64 { return c.fills.Load() }
 
-// Stats are a cache's counters since it was made.
+// Stats are a cache's counters since it was made. Hits and NegativeHits
+// are sampled (exact in expectation); the others are exact.
 type Stats struct {
 	Hits, NegativeHits, Misses          int64
 	Fills, FillErrors                   int64
@@ -288,8 +289,8 @@ func (c *Cache[K, V]) Collector(name string) prometheus.Collector {
 
 var (
 	names = []struct{ name, help string }{
-		{"orbit_cache_hits_total", "Gets answered from a cached value."},
-		{"orbit_cache_negative_hits_total", "Gets answered from a cached not-found."},
+		{"orbit_cache_hits_total", "Gets answered from a cached value (counted 1 in 8, scaled)."},
+		{"orbit_cache_negative_hits_total", "Gets answered from a cached not-found (counted 1 in 8, scaled)."},
 		{"orbit_cache_misses_total", "Gets that waited for a fill."},
 		{"orbit_cache_fills_total", "Fills started (one per key however many callers wait)."},
 		{"orbit_cache_fill_errors_total", "Fills that failed (not cached)."},
@@ -324,14 +325,23 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// stripes is a counter spread over cache lines, so concurrent hits do not
-// all write one shared word.
+// stripes is a sampled counter spread over cache lines: one hit in
+// hitSample adds hitSample to a random stripe. Counting every hit in shared
+// memory cost more than the lookup itself (two cores trading the counter's
+// cache line: ≈ 60 ns a hit, measured with BenchmarkHit); sampled, the count
+// is exact in expectation and within about 1 % after 10^5 hits.
 type stripes [16]struct {
 	n atomic.Int64
 	_ [56]byte
 }
 
-func (s *stripes) add() { s[rand.Uint32()&15].n.Add(1) }
+const hitSample = 8
+
+func (s *stripes) add() {
+	if r := rand.Uint32(); r&(hitSample-1) == 0 {
+		s[(r>>8)&15].n.Add(hitSample)
+	}
+}
 
 func (s *stripes) sum() int64 {
 	var t int64

@@ -182,7 +182,7 @@ func (w *worker) push(ctx context.Context, cli *clientv3.Client) error {
 		w.mu.Lock()
 		after := w.pushed
 		w.mu.Unlock()
-		changes, err := w.s.st.Changes(ctx, after, store.MaxChangesRead)
+		changes, cs, err := w.s.st.Pending(ctx, after, store.MaxChangesRead)
 		if err != nil {
 			return err
 		}
@@ -195,10 +195,6 @@ func (w *worker) push(ctx context.Context, cli *clientv3.Client) error {
 			w.behindSince = changes[0].At
 		}
 		w.mu.Unlock()
-		cs, err := w.s.st.ContextsFor(ctx, changes)
-		if err != nil {
-			return err
-		}
 		for start := 0; start < len(cs); start += w.s.cfg.TxnContexts {
 			if err := w.writeVersioned(ctx, cli, cs[start:min(start+w.s.cfg.TxnContexts, len(cs))]); err != nil {
 				return err

@@ -52,28 +52,51 @@ func readHead(ctx context.Context, r tx) (uint64, error) {
 
 // Changes returns up to limit outbox rows after ID after, oldest first.
 func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]Change, error) {
+	var out []Change
+	err := s.read(ctx, func(r tx) error {
+		var err error
+		out, err = readChanges(ctx, r, after, limit)
+		return err
+	})
+	return out, err
+}
+
+// Pending is Changes and ContextsFor in one read transaction: the outbox
+// rows after ID after and the current contexts they name.
+func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]Change, []Context, error) {
+	var changes []Change
+	var cs []Context
+	err := s.read(ctx, func(r tx) error {
+		var err error
+		if changes, err = readChanges(ctx, r, after, limit); err != nil || len(changes) == 0 {
+			return err
+		}
+		cs, err = contextsFor(ctx, r, changes)
+		return err
+	})
+	return changes, cs, err
+}
+
+func readChanges(ctx context.Context, r tx, after uint64, limit int) ([]Change, error) {
 	if limit <= 0 || limit > MaxChangesRead {
 		limit = MaxChangesRead
 	}
+	rows, err := r.query(ctx, "SELECT id, kind, key, created_at FROM outbox WHERE id > ? ORDER BY id LIMIT ?", int64(after), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
 	var out []Change
-	err := s.read(ctx, func(r tx) error {
-		rows, err := r.query(ctx, "SELECT id, kind, key, created_at FROM outbox WHERE id > ? ORDER BY id LIMIT ?", int64(after), limit)
-		if err != nil {
-			return err
+	for rows.Next() {
+		var c Change
+		var id, at int64
+		if err := rows.Scan(&id, &c.Kind, &c.Key, &at); err != nil {
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var c Change
-			var id, at int64
-			if err := rows.Scan(&id, &c.Kind, &c.Key, &at); err != nil {
-				return err
-			}
-			c.ID, c.At = uint64(id), fromMicros(at)
-			out = append(out, c)
-		}
-		return rows.Err()
-	})
-	return out, err
+		c.ID, c.At = uint64(id), fromMicros(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // TrimOutbox deletes rows up to and including upto, always keeping the
@@ -102,6 +125,16 @@ func (s *Store) TrimOutbox(ctx context.Context, upto uint64) (int64, error) {
 // distinct context; regions are skipped), from one snapshot. A context whose
 // row is gone is returned Deleted, at the version of its newest change.
 func (s *Store) ContextsFor(ctx context.Context, changes []Change) ([]Context, error) {
+	var out []Context
+	err := s.read(ctx, func(r tx) error {
+		var err error
+		out, err = contextsFor(ctx, r, changes)
+		return err
+	})
+	return out, err
+}
+
+func contextsFor(ctx context.Context, r tx, changes []Change) ([]Context, error) {
 	type ref struct{ kind, key string }
 	newest := map[ref]uint64{}
 	var order []ref
@@ -116,19 +149,16 @@ func (s *Store) ContextsFor(ctx context.Context, changes []Change) ([]Context, e
 		newest[r] = max(newest[r], c.ID)
 	}
 	out := make([]Context, 0, len(order))
-	err := s.read(ctx, func(r tx) error {
-		for _, ref := range order {
-			c, err := buildOne(ctx, r, ref.kind, ref.key)
-			if errors.Is(err, ErrNotFound) {
-				c = Context{Key: etcdKey(ref.kind, ref.key), Version: newest[ref], Deleted: true}
-			} else if err != nil {
-				return err
-			}
-			out = append(out, c)
+	for _, ref := range order {
+		c, err := buildOne(ctx, r, ref.kind, ref.key)
+		if errors.Is(err, ErrNotFound) {
+			c = Context{Key: etcdKey(ref.kind, ref.key), Version: newest[ref], Deleted: true}
+		} else if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	return out, err
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 func etcdKey(kind, key string) string {
