@@ -258,6 +258,9 @@ func (s *Service) kickAll() {
 	}
 }
 
+// trimEvery is how many polls pass between outbox trims.
+const trimEvery = 60
+
 // manage keeps one worker per region of the database and trims the outbox
 // to what every region has.
 func (s *Service) manage(ctx context.Context) {
@@ -266,7 +269,8 @@ func (s *Service) manage(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
 	var trimmed uint64
-	for n := 0; ; n++ {
+	ticks := 0
+	for {
 		if rs, err := s.st.ListRegions(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -285,8 +289,12 @@ func (s *Service) manage(ctx context.Context) {
 				i = 10
 			case <-tick.C:
 				s.kickAll()
-				trimmed = s.trim(ctx, trimmed)
 				_, _ = s.Status(ctx) // refreshes the lag gauges
+				// Trimming is a write (an fsync on SQLite): once a
+				// minute is plenty, and keeps it off the push path.
+				if ticks++; ticks%trimEvery == 0 {
+					trimmed = s.trim(ctx, trimmed)
+				}
 			}
 		}
 	}
