@@ -1,0 +1,251 @@
+// Package pool keeps pre-issued certificates for satellite names in the
+// region's etcd and hands each to exactly one satellite (pixie's "Approach
+// 1", without its dry pool): a claim is one etcd transaction that removes
+// the pooled entry only if it is unchanged and records the assignment only
+// if the satellite has none, so two registrations never share a
+// certificate, and asking again returns the same one. The pool is refilled
+// in the background when it falls under a low watermark, and a claim on an
+// empty pool issues a certificate on the spot instead of failing.
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
+	"github.com/orbitplane/orbit/services/certdns/internal/pki"
+)
+
+// Key layout in the region's etcd.
+const (
+	Prefix         = "/orbit/certdns/v1/"
+	PoolPrefix     = Prefix + "pool/"
+	AssignedPrefix = Prefix + "assigned/"
+)
+
+// Limits (docs/limits.md).
+const (
+	// MaxClaimAttempts bounds retries when other claims take the entries
+	// this one picked.
+	MaxClaimAttempts = 32
+	// claimCandidates is how many pooled entries one attempt reads to pick
+	// from at random (spreads concurrent claims).
+	claimCandidates = 32
+)
+
+// ErrInvalid is a bad request (e.g. no satellite ID).
+var ErrInvalid = errors.New("certdns: invalid argument")
+
+// Config configures a pool.
+type Config struct {
+	// Domain: names are <uuid>.satellites.<Domain>.
+	Domain       string
+	Size         int
+	LowWatermark int
+	Lifetime     time.Duration
+}
+
+// Metrics are the pool's instruments (registered by the service).
+type Metrics struct {
+	Available   prometheus.Gauge
+	Issued      prometheus.Counter
+	Assignments *prometheus.CounterVec // source: pool, spot, existing
+	AssignTime  prometheus.Histogram
+	Dry         prometheus.Counter
+}
+
+// NewMetrics makes the pool's metrics.
+func NewMetrics() Metrics {
+	return Metrics{
+		Available: prometheus.NewGauge(prometheus.GaugeOpts{Name: "orbit_certdns_pool_available", Help: "Pre-issued certificates waiting in the pool."}),
+		Issued:    prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_issued_total", Help: "Certificates issued (pool refills and on-the-spot)."}),
+		Assignments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_certdns_assignments_total",
+			Help: "Certificates assigned, by source: pool, spot (the pool was empty), existing (asked again)."}, []string{"source"}),
+		AssignTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "orbit_certdns_assign_seconds", Help: "Assignment latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		Dry: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_pool_dry_total", Help: "Claims that found the pool empty."}),
+	}
+}
+
+// Collectors lists the metrics for registration.
+func (m Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Available, m.Issued, m.Assignments, m.AssignTime, m.Dry}
+}
+
+// Pool is one replica's view of the shared pool.
+type Pool struct {
+	cfg  Config
+	kv   clientv3.KV
+	ca   *pki.CA
+	m    Metrics
+	kick chan struct{}
+}
+
+// New returns a pool over kv signing with ca.
+func New(cfg Config, kv clientv3.KV, ca *pki.CA, m Metrics) (*Pool, error) {
+	if cfg.Domain == "" || cfg.Size <= 0 || cfg.LowWatermark < 0 || cfg.LowWatermark >= cfg.Size || cfg.Lifetime <= 0 {
+		return nil, fmt.Errorf("certdns: pool needs a domain, size > 0, 0 <= low watermark < size and a lifetime (got %+v)", cfg)
+	}
+	return &Pool{cfg: cfg, kv: kv, ca: ca, m: m, kick: make(chan struct{}, 1)}, nil
+}
+
+func newName(domain string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6], b[8] = (b[6]&0x0f)|0x40, (b[8]&0x3f)|0x80 // UUIDv4
+	h := hex.EncodeToString(b)
+	return fmt.Sprintf("%s-%s-%s-%s-%s.satellites.%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:], domain)
+}
+
+func (p *Pool) issue() (*certdnsv1.Certificate, error) {
+	is, err := p.ca.Issue(newName(p.cfg.Domain), p.cfg.Lifetime)
+	if err != nil {
+		return nil, err
+	}
+	p.m.Issued.Inc()
+	return &certdnsv1.Certificate{DnsName: is.DNSName, CertPem: is.CertPEM, KeyPem: is.KeyPEM, CaPem: p.ca.CertPEM,
+		Serial: is.Serial, NotAfter: timestamppb.New(is.NotAfter)}, nil
+}
+
+// Available counts the pooled certificates.
+func (p *Pool) Available(ctx context.Context) (int, error) {
+	resp, err := p.kv.Get(ctx, PoolPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	p.m.Available.Set(float64(resp.Count))
+	return int(resp.Count), nil
+}
+
+// Assigned counts the assigned certificates.
+func (p *Pool) Assigned(ctx context.Context) (int, error) {
+	resp, err := p.kv.Get(ctx, AssignedPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Count), nil
+}
+
+// Fill issues certificates until the pool holds Size (or ctx ends). Several
+// replicas filling at once can overshoot by a few; that is harmless.
+func (p *Pool) Fill(ctx context.Context) error {
+	n, err := p.Available(ctx)
+	if err != nil {
+		return err
+	}
+	for ; n < p.cfg.Size; n++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c, err := p.issue()
+		if err != nil {
+			return err
+		}
+		raw, _ := proto.Marshal(c)
+		if _, err := p.kv.Put(ctx, PoolPrefix+c.Serial, string(raw)); err != nil {
+			return err
+		}
+	}
+	p.m.Available.Set(float64(n))
+	return nil
+}
+
+// Run refills the pool whenever it is under the low watermark: at start,
+// after claims, and every interval.
+func (p *Pool) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	first := true
+	for {
+		if n, err := p.Available(ctx); err == nil && (first || n <= p.cfg.LowWatermark) {
+			_ = p.Fill(ctx) // a failure is retried at the next tick or claim
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+	}
+}
+
+// Assign gives a satellite its certificate: the one it already has, else a
+// pooled one, else one issued now.
+func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certificate, error) {
+	if satelliteID == "" || len(satelliteID) > 128 {
+		return nil, fmt.Errorf("%w: satellite ID must be 1 to 128 bytes", ErrInvalid)
+	}
+	start := time.Now()
+	defer func() { p.m.AssignTime.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}()
+	assigned := AssignedPrefix + satelliteID
+	for attempt := 0; attempt < MaxClaimAttempts; attempt++ {
+		resp, err := p.kv.Txn(ctx).Then(
+			clientv3.OpGet(assigned),
+			clientv3.OpGet(PoolPrefix, clientv3.WithPrefix(), clientv3.WithLimit(claimCandidates)),
+		).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			p.m.Assignments.WithLabelValues("existing").Inc()
+			return decode(kvs[0].Value)
+		}
+		cands := resp.Responses[1].GetResponseRange().Kvs
+		if len(cands) == 0 {
+			p.m.Dry.Inc()
+			c, err := p.issue()
+			if err != nil {
+				return nil, err
+			}
+			raw, _ := proto.Marshal(c)
+			tr, err := p.kv.Txn(ctx).If(clientv3.Compare(clientv3.Version(assigned), "=", 0)).
+				Then(clientv3.OpPut(assigned, string(raw))).Commit()
+			if err != nil {
+				return nil, err
+			}
+			if tr.Succeeded {
+				p.m.Assignments.WithLabelValues("spot").Inc()
+				return c, nil
+			}
+			continue // assigned concurrently: read it
+		}
+		pick := cands[mrand.IntN(len(cands))]
+		tr, err := p.kv.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(string(pick.Key)), "=", pick.ModRevision),
+			clientv3.Compare(clientv3.Version(assigned), "=", 0),
+		).Then(clientv3.OpDelete(string(pick.Key)), clientv3.OpPut(assigned, string(pick.Value))).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if tr.Succeeded {
+			p.m.Assignments.WithLabelValues("pool").Inc()
+			return decode(pick.Value)
+		}
+	}
+	return nil, fmt.Errorf("certdns: no certificate claimed for %s after %d attempts (heavy contention); try again", satelliteID, MaxClaimAttempts)
+}
+
+func decode(raw []byte) (*certdnsv1.Certificate, error) {
+	var c certdnsv1.Certificate
+	if err := proto.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("certdns: stored certificate: %w", err)
+	}
+	return &c, nil
+}
