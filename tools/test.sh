@@ -86,7 +86,7 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   grep -q '"nats_url"' "$dir/dev.json" && grep -q '"etcd_endpoints"' "$dir/dev.json" || fail "$name: dev.json incomplete"
   # The README's promise: orbitctl queries the demo satellites through the gateway.
   local endpoint key out
-  endpoint=$(sed -n 's/.*"gateway_url": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
+  endpoint=$(sed -n 's/.*"gateway_url": *"\([^"]*\)".*/\1/p' "$dir/dev.json" | head -n1) # the first is the top-level one; regions[] repeat it
   key=$(sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p' "$dir/dev.json")
   for _ in $(seq 1 60); do # satellites link up right after they are healthy locally
     out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" satellites list) || fail "$name: orbitctl satellites list"
