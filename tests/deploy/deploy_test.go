@@ -10,6 +10,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/orbitplane/orbit/services/certdns/certdns"
 	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/ctxpublisher/ctxpublisher"
@@ -37,6 +38,7 @@ var flagSets = map[string]manifestcheck.FlagSetFunc{
 	"satellite":    satellite.Flags,
 	"platform":     platform.Flags,
 	"ctxpublisher": ctxpublisher.Flags,
+	"certdns":      certdns.Flags,
 }
 
 func TestManifests(t *testing.T) {
