@@ -142,6 +142,9 @@ func (s *Service) Listen() error {
 	return err
 }
 
+// CAPEM is the platform CA's certificate (PEM).
+func (s *Service) CAPEM() []byte { return s.ca.CertPEM }
+
 // URL is the API's base URL.
 func (s *Service) URL() string { return s.srv.URL() }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/orbitplane/orbit/libs/natsbus"
 	"github.com/orbitplane/orbit/libs/otelsetup"
 	"github.com/orbitplane/orbit/libs/svcmain"
+	"github.com/orbitplane/orbit/services/certdns/certdns"
 	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/ctxpublisher/ctxpublisher"
@@ -29,6 +30,13 @@ import (
 	"github.com/orbitplane/orbit/services/router/router"
 	"github.com/orbitplane/orbit/services/satellite/satellite"
 )
+
+// DevDomain is orbit dev's satellites zone: <uuid>.satellites.orbit.local.
+const DevDomain = "orbit.local"
+
+// CACertFile (in each region's certdns directory) is the region's platform
+// CA certificate.
+const CACertFile = "ca.pem"
 
 // LogDir (under the data dir) holds the services' log files; the collector
 // ships them to the stream LogStream of the dev tenant.
@@ -114,6 +122,19 @@ func spokeComponents(first bool) []Component {
 		}),
 		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		}),
+		service("certdns", certdns.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			svc, err := certdns.New(ctx, certdns.Config{Domain: DevDomain, PoolSize: 20, LowWatermark: 5, Lifetime: certdns.DefaultLifetime,
+				RefillInterval: certdns.DefaultRefillInterval}, certdns.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
+			if err != nil {
+				return nil, err
+			}
+			// The region's CA, for clients that verify satellites
+			// (dev.json's regions[].ca_cert).
+			if err := os.WriteFile(filepath.Join(env.DataDir, CACertFile), svc.CAPEM(), 0o644); err != nil {
+				return nil, err
+			}
+			return svc, nil
 		}),
 	}
 	if first {

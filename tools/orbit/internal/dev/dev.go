@@ -150,6 +150,9 @@ type RegionInfo struct {
 	GatewayURL    string   `json:"gateway_url"`
 	NATSURL       string   `json:"nats_url"`
 	EtcdEndpoints []string `json:"etcd_endpoints"`
+	// CACert is the path of the region's platform CA certificate (PEM),
+	// which satellites' certificates chain to.
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // Stack is a running system.
@@ -324,6 +327,13 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 	}
 	for _, n := range names {
 		regions[n].GatewayURL = regionServices[n]["gateway"]
+		if _, ok := regionServices[n]["certdns"]; ok {
+			cdir := filepath.Join(dir, "certdns")
+			if len(names) > 1 {
+				cdir = filepath.Join(dir, "regions", n, "certdns")
+			}
+			regions[n].CACert = filepath.Join(cdir, CACertFile)
+		}
 		s.info.Regions = append(s.info.Regions, *regions[n])
 	}
 	s.info.GatewayURL = s.info.Regions[0].GatewayURL

@@ -2,6 +2,8 @@ package dev_test
 
 import (
 	"context"
+	"crypto/x509"
+	"os"
 	"testing"
 	"time"
 
@@ -38,6 +40,21 @@ func TestTwoRegions(t *testing.T) {
 	}
 	if info.GatewayURL != info.Regions[0].GatewayURL {
 		t.Fatalf("gateway_url %s, want region-1's %s", info.GatewayURL, info.Regions[0].GatewayURL)
+	}
+	// Each region runs certdns with a CA of its own, written for clients.
+	var cas []string
+	for _, r := range info.Regions {
+		pemBytes, err := os.ReadFile(r.CACert)
+		if err != nil {
+			t.Fatalf("%s: ca_cert %q: %v", r.Name, r.CACert, err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pemBytes) {
+			t.Fatalf("%s: ca_cert is not a PEM certificate", r.Name)
+		}
+		cas = append(cas, string(pemBytes))
+	}
+	if cas[0] == cas[1] {
+		t.Fatal("both regions have the same CA; each region's certdns keeps its own in its etcd")
 	}
 	hc := connectclient.HTTPClient(nil)
 	auth := connect.WithInterceptors(connectclient.Bearer(info.APIKey))
