@@ -187,7 +187,7 @@ func (w *worker) push(ctx context.Context, cli *clientv3.Client) error {
 			return err
 		}
 		if len(changes) == 0 {
-			w.setLag(0)
+			w.caughtUp()
 			return nil
 		}
 		w.mu.Lock()
@@ -210,17 +210,16 @@ func (w *worker) push(ctx context.Context, cli *clientv3.Client) error {
 		w.pushed = changes[len(changes)-1].ID
 		w.mu.Unlock()
 		if len(changes) < store.MaxChangesRead {
-			w.setLag(0)
+			w.caughtUp()
 			return nil
 		}
 	}
 }
 
-func (w *worker) setLag(changes uint64) {
+// caughtUp records that the region has every change.
+func (w *worker) caughtUp() {
 	w.mu.Lock()
-	if changes == 0 {
-		w.behindSince = time.Time{}
-	}
+	w.behindSince = time.Time{}
 	w.mu.Unlock()
 }
 

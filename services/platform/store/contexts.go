@@ -50,19 +50,10 @@ func readHead(ctx context.Context, r tx) (uint64, error) {
 	return uint64(h.Int64), nil
 }
 
-// Changes returns up to limit outbox rows after ID after, oldest first.
-func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]Change, error) {
-	var out []Change
-	err := s.read(ctx, func(r tx) error {
-		var err error
-		out, err = readChanges(ctx, r, after, limit)
-		return err
-	})
-	return out, err
-}
-
-// Pending is Changes and ContextsFor in one read transaction: the outbox
-// rows after ID after and the current contexts they name.
+// Pending reads, in one transaction, up to limit outbox rows after ID after
+// (oldest first) and the current contexts they name: one per distinct
+// context (regions are skipped); a context whose row is gone is returned
+// Deleted, at the version of its newest change.
 func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]Change, []Context, error) {
 	var changes []Change
 	var cs []Context
@@ -119,19 +110,6 @@ func (s *Store) TrimOutbox(ctx context.Context, upto uint64) (int64, error) {
 		return nil
 	})
 	return n, err
-}
-
-// ContextsFor builds the current contexts of what changes name (one per
-// distinct context; regions are skipped), from one snapshot. A context whose
-// row is gone is returned Deleted, at the version of its newest change.
-func (s *Store) ContextsFor(ctx context.Context, changes []Change) ([]Context, error) {
-	var out []Context
-	err := s.read(ctx, func(r tx) error {
-		var err error
-		out, err = contextsFor(ctx, r, changes)
-		return err
-	})
-	return out, err
 }
 
 func contextsFor(ctx context.Context, r tx, changes []Change) ([]Context, error) {
