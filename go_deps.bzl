@@ -832,6 +832,14 @@ def go_dependencies():
         version = "v1.0.1",
     )
     go_repository(
+        name = "com_github_miekg_dns",
+        build_file_proto_mode = "disable_global",
+        importpath = "github.com/miekg/dns",
+        sum = "h1:uhT8nJxmTrPJYClxVxTCX+CVn6qnzSiybRk72Z6DgrE=",
+        version = "v1.1.73",
+    )
+
+    go_repository(
         name = "com_github_minio_asm2plan9s",
         build_file_proto_mode = "disable_global",
         importpath = "github.com/minio/asm2plan9s",

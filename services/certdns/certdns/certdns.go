@@ -1,10 +1,10 @@
 // Package certdns is the region's DNS/cert allocator (docs/certdns.md): the
-// platform CA and a pool of pre-issued certificates for
-// <uuid>.satellites.<domain>, assigned to satellites at registration through
-// orbit.certdns.v1.CertDNSService. Built so far: the CA, the pool and the
-// assign / status / CA calls; renewal, release, the DNS server and delivery
-// over the satellite link come with the rest of issue 4 (those calls answer
-// UNIMPLEMENTED saying so).
+// platform CA; a pool of pre-issued certificates for
+// <uuid>.satellites.<domain>, assigned to satellites at registration,
+// renewed on request and released (revoked) when the registry deletes the
+// satellite, through orbit.certdns.v1.CertDNSService; a CRL at /crl; and
+// the authoritative DNS server for the satellites zone, following the
+// assignments and the registry's records in etcd.
 package certdns
 
 import (
@@ -13,8 +13,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +32,8 @@ import (
 	"github.com/orbitplane/orbit/libs/svcmain"
 	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
 	"github.com/orbitplane/orbit/proto/orbit/certdns/v1/certdnsv1connect"
-	"github.com/orbitplane/orbit/services/certdns/internal/pki"
-	"github.com/orbitplane/orbit/services/certdns/internal/pool"
+	"github.com/orbitplane/orbit/services/certdns/pki"
+	"github.com/orbitplane/orbit/services/certdns/pool"
 )
 
 // Defaults (docs/limits.md).
@@ -36,6 +42,10 @@ const (
 	DefaultLowWatermark   = 20
 	DefaultLifetime       = 90 * 24 * time.Hour
 	DefaultRefillInterval = 30 * time.Second
+	DefaultDNSAddr        = "127.0.0.1:8053"
+	DefaultDNSTTL         = 10 * time.Second
+	// CRLValidity is the NextUpdate of the served CRL.
+	CRLValidity = time.Hour
 	// MaxPoolSize bounds --pool-size (each pooled certificate is an etcd key
 	// of ≈ 1.5 KiB).
 	MaxPoolSize = 100_000
@@ -52,6 +62,11 @@ type Config struct {
 	// CACert and CAKey name an operator's CA (PEM files); without them a CA
 	// is generated once per region and kept in etcd.
 	CACert, CAKey string
+	// DNSAddr serves the zone over UDP and TCP; empty: no DNS server.
+	DNSAddr string
+	DNSTTL  time.Duration
+	// DNSNS is the zone's NS name (default ns.satellites.<domain>).
+	DNSNS string
 }
 
 // RegisterFlags defines certdns's flags.
@@ -64,6 +79,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RefillInterval, "refill-interval", DefaultRefillInterval, "check the pool at least this often")
 	fs.StringVar(&c.CACert, "ca-cert", "", "operator CA certificate (PEM); empty: generate one per region, kept in etcd")
 	fs.StringVar(&c.CAKey, "ca-key", "", "operator CA private key (PEM, ECDSA)")
+	fs.StringVar(&c.DNSAddr, "dns-addr", DefaultDNSAddr, "authoritative DNS for the satellites zone, UDP and TCP (empty: off)")
+	fs.DurationVar(&c.DNSTTL, "dns-ttl", DefaultDNSTTL, "TTL of the zone's records")
+	fs.StringVar(&c.DNSNS, "dns-ns", "", "the zone's NS name (default ns.satellites.<domain>)")
 }
 
 // Needs: the region's etcd.
@@ -87,6 +105,11 @@ type Service struct {
 	srv  *connectserver.Server
 	ca   *pki.CA
 	pool *pool.Pool
+	etcd *clientv3.Client
+	zone *zone
+
+	dnsUDP, dnsTCP *dns.Server
+	crlNumber      atomic.Int64
 }
 
 // New loads (or creates) the CA and builds the pool and the API.
@@ -131,15 +154,86 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	srv.Registry().MustRegister(m.Collectors()...)
-	s := &Service{cfg: cfg, log: deps.Logger, srv: srv, ca: ca, pool: p}
+	if cfg.DNSTTL <= 0 {
+		cfg.DNSTTL = DefaultDNSTTL
+	}
+	s := &Service{cfg: cfg, log: deps.Logger, srv: srv, ca: ca, pool: p, etcd: deps.Etcd, zone: newZone()}
+	s.crlNumber.Store(time.Now().Unix())
 	srv.Handle(certdnsv1connect.NewCertDNSServiceHandler(&api{s: s}, srv.HandlerOptions()...))
+	srv.HandleHTTP("GET /crl", http.HandlerFunc(s.serveCRL))
 	return s, nil
+}
+
+// serveCRL answers the CA's current revocation list (DER,
+// application/pkix-crl).
+func (s *Service) serveCRL(w http.ResponseWriter, r *http.Request) {
+	revoked, err := s.pool.Revoked(r.Context())
+	if err != nil {
+		http.Error(w, "etcd unavailable; try again", http.StatusServiceUnavailable)
+		return
+	}
+	entries := make([]pki.Revoked, len(revoked))
+	for i, rv := range revoked {
+		entries[i] = pki.Revoked{Serial: rv.Serial, RevokedAt: rv.RevokedAt}
+	}
+	der, err := s.ca.CRL(entries, s.crlNumber.Add(1), CRLValidity)
+	if err != nil {
+		s.log.Error("sign CRL", "error", err)
+		http.Error(w, "could not sign the CRL", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	_, _ = w.Write(der)
+}
+
+// listenDNS binds the DNS server's TCP port first and UDP on the same port
+// (so :0 picks one port for both).
+func (s *Service) listenDNS() error {
+	if s.cfg.DNSAddr == "" || s.dnsTCP != nil {
+		return nil
+	}
+	tl, err := net.Listen("tcp", s.cfg.DNSAddr)
+	if err != nil {
+		return fmt.Errorf("certdns: DNS listen: %w", err)
+	}
+	pc, err := net.ListenPacket("udp", tl.Addr().String())
+	if err != nil {
+		_ = tl.Close()
+		return fmt.Errorf("certdns: DNS listen: %w", err)
+	}
+	h := newDNSServer(s.zone, s.cfg.Domain, s.cfg.DNSNS, s.cfg.DNSTTL)
+	s.dnsTCP = &dns.Server{Listener: tl, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+	s.dnsUDP = &dns.Server{PacketConn: pc, Handler: h}
+	return nil
+}
+
+// DNSAddr is the DNS server's address (after Listen), empty when off.
+func (s *Service) DNSAddr() string {
+	if s.dnsTCP == nil {
+		return ""
+	}
+	return s.dnsTCP.Listener.Addr().String()
+}
+
+// released revokes the certificate of a satellite the registry deleted.
+func (s *Service) released(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := s.pool.Release(ctx, id, "satellite deleted")
+	switch {
+	case err != nil:
+		s.log.Error("release the certificate of a deleted satellite", obslog.Event("certdns.release_failed"), "satellite", id, "error", err)
+	case c != nil:
+		s.log.Info("certificate revoked: satellite deleted", obslog.Event("certdns.released"), "satellite", id, "dns_name", c.DnsName, "serial", c.Serial)
+	}
 }
 
 // Listen binds the port; URL is then valid.
 func (s *Service) Listen() error {
-	_, err := s.srv.Listen()
-	return err
+	if _, err := s.srv.Listen(); err != nil {
+		return err
+	}
+	return s.listenDNS()
 }
 
 // CAPEM is the platform CA's certificate (PEM).
@@ -152,14 +246,33 @@ func (s *Service) URL() string { return s.srv.URL() }
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	refill := make(chan struct{})
-	go func() {
-		defer close(refill)
-		s.pool.Run(ctx, s.cfg.RefillInterval)
-	}()
+	if err := s.listenDNS(); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.pool.Run(ctx, s.cfg.RefillInterval) }()
+	go func() { defer wg.Done(); _ = s.zone.follow(ctx, s.etcd, s.released) }()
+	if s.dnsTCP != nil {
+		wg.Add(2)
+		for _, d := range []*dns.Server{s.dnsTCP, s.dnsUDP} {
+			go func() {
+				defer wg.Done()
+				if err := d.ActivateAndServe(); err != nil && ctx.Err() == nil {
+					s.log.Error("DNS server stopped", "error", err)
+				}
+			}()
+		}
+		stop := context.AfterFunc(ctx, func() {
+			_ = s.dnsTCP.Shutdown()
+			_ = s.dnsUDP.Shutdown()
+		})
+		defer stop()
+		s.log.Info("DNS server listening", "addr", s.DNSAddr(), "zone", "satellites."+s.cfg.Domain)
+	}
 	err := s.srv.Run(ctx)
 	cancel()
-	<-refill
+	wg.Wait()
 	return err
 }
 
@@ -194,10 +307,28 @@ func (a *api) GetCA(context.Context, *connect.Request[certdnsv1.GetCARequest]) (
 	return connect.NewResponse(&certdnsv1.GetCAResponse{CaPem: a.s.ca.CertPEM}), nil
 }
 
-func (a *api) RenewCertificate(context.Context, *connect.Request[certdnsv1.RenewCertificateRequest]) (*connect.Response[certdnsv1.RenewCertificateResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("renewal is not built yet (issue 4)"))
+func (a *api) RenewCertificate(ctx context.Context, req *connect.Request[certdnsv1.RenewCertificateRequest]) (*connect.Response[certdnsv1.RenewCertificateResponse], error) {
+	if req.Msg.SatelliteId == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("satellite_id is required"))
+	}
+	c, err := a.s.pool.Renew(ctx, req.Msg.SatelliteId)
+	if errors.Is(err, pool.ErrNotAssigned) {
+		return nil, connect.NewError(connect.CodeNotFound, err)
+	}
+	if err != nil {
+		a.s.log.ErrorContext(ctx, "renew a certificate", obslog.Event("certdns.renew_failed"), "error", err.Error(), "satellite", req.Msg.SatelliteId)
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("certificate renewal unavailable; try again"))
+	}
+	a.s.log.InfoContext(ctx, "certificate renewed", obslog.Event("certdns.renewed"), "satellite", req.Msg.SatelliteId, "serial", c.Serial)
+	return connect.NewResponse(&certdnsv1.RenewCertificateResponse{Certificate: c}), nil
 }
 
-func (a *api) ReleaseCertificate(context.Context, *connect.Request[certdnsv1.ReleaseCertificateRequest]) (*connect.Response[certdnsv1.ReleaseCertificateResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("release and revocation are not built yet (issue 4)"))
+func (a *api) ReleaseCertificate(ctx context.Context, req *connect.Request[certdnsv1.ReleaseCertificateRequest]) (*connect.Response[certdnsv1.ReleaseCertificateResponse], error) {
+	if req.Msg.SatelliteId == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("satellite_id is required"))
+	}
+	if _, err := a.s.pool.Release(ctx, req.Msg.SatelliteId, "released"); err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("certificate release unavailable; try again"))
+	}
+	return connect.NewResponse(&certdnsv1.ReleaseCertificateResponse{}), nil
 }

@@ -16,7 +16,7 @@ import (
 	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
 	"github.com/orbitplane/orbit/proto/orbit/certdns/v1/certdnsv1connect"
 	"github.com/orbitplane/orbit/services/certdns/certdns"
-	"github.com/orbitplane/orbit/services/certdns/internal/pki"
+	"github.com/orbitplane/orbit/services/certdns/pki"
 )
 
 func start(t *testing.T, cfg certdns.Config) certdnsv1connect.CertDNSServiceClient {
@@ -59,8 +59,21 @@ func TestAPI(t *testing.T) {
 	if _, err := c.AssignCertificate(ctx, connect.NewRequest(&certdnsv1.AssignCertificateRequest{})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("no satellite ID: %v", err)
 	}
-	if _, err := c.RenewCertificate(ctx, connect.NewRequest(&certdnsv1.RenewCertificateRequest{SatelliteId: "sat-1"})); connect.CodeOf(err) != connect.CodeUnimplemented {
-		t.Fatalf("renew: %v, want Unimplemented until it is built", err)
+	r, err := c.RenewCertificate(ctx, connect.NewRequest(&certdnsv1.RenewCertificateRequest{SatelliteId: "sat-1"}))
+	if err != nil || r.Msg.Certificate.DnsName != a.Msg.Certificate.DnsName || r.Msg.Certificate.Serial == a.Msg.Certificate.Serial {
+		t.Fatalf("renew: %v, %v; want a new serial for %s", r, err, a.Msg.Certificate.DnsName)
+	}
+	if again, err := c.AssignCertificate(ctx, connect.NewRequest(&certdnsv1.AssignCertificateRequest{SatelliteId: "sat-1"})); err != nil || again.Msg.Certificate.Serial != r.Msg.Certificate.Serial {
+		t.Fatalf("after renewal the satellite holds %v (%v), want the renewed %s", again, err, r.Msg.Certificate.Serial)
+	}
+	if _, err := c.RenewCertificate(ctx, connect.NewRequest(&certdnsv1.RenewCertificateRequest{SatelliteId: "sat-unknown"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("renew of a satellite with no certificate: %v, want NotFound", err)
+	}
+	if _, err := c.ReleaseCertificate(ctx, connect.NewRequest(&certdnsv1.ReleaseCertificateRequest{SatelliteId: "sat-1"})); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.GetPoolStatus(ctx, connect.NewRequest(&certdnsv1.GetPoolStatusRequest{})); err != nil || st.Msg.Assigned != 0 {
+		t.Fatalf("after release: %v, %v; want nothing assigned", st, err)
 	}
 }
 

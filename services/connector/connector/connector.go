@@ -8,11 +8,15 @@ package connector
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -28,9 +32,11 @@ import (
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/directtoken"
 	"github.com/orbitplane/orbit/libs/loadingcache"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/svcmain"
+	"github.com/orbitplane/orbit/proto/orbit/certdns/v1/certdnsv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
@@ -78,6 +84,13 @@ type Config struct {
 	InstanceTTL time.Duration
 	// HeartbeatInterval is told to satellites at registration.
 	HeartbeatInterval time.Duration
+	// TLSCert and TLSKey (PEM files) make the link listener HTTPS; ClientCA
+	// (the region's platform CA, PEM) verifies satellites' client
+	// certificates. All three or none.
+	TLSCert, TLSKey, ClientCA string
+	// CertDNSURL, when set, gives every newly enrolled satellite a
+	// certificate over its link and renews it on request (needs TLS).
+	CertDNSURL string
 }
 
 // RegisterFlags defines the connector's flags.
@@ -92,6 +105,41 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a link silent this long (default 3 heartbeat intervals)")
 	fs.DurationVar(&c.InstanceTTL, "instance-ttl", registry.DefaultInstanceTTL, "TTL of this replica's etcd lease")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", registry.DefaultHeartbeatInterval, "how often satellites heartbeat (match the registry's)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate for the link listener (PEM); with --tls-key and --client-ca")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "server private key (PEM)")
+	fs.StringVar(&c.ClientCA, "client-ca", "", "CA that signs satellites' client certificates (PEM; the region's platform CA)")
+	fs.StringVar(&c.CertDNSURL, "certdns-url", "", "certdns base URL: deliver and renew satellite certificates (empty: none; needs TLS)")
+}
+
+// tlsConfig builds the link listener's TLS: client certificates are asked
+// for and verified against the CA when given; whether one is required is
+// decided per satellite (enrolled satellites must present theirs).
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCert == "" && c.TLSKey == "" && c.ClientCA == "" {
+		if c.CertDNSURL != "" {
+			return nil, errors.New("connector: --certdns-url needs --tls-cert, --tls-key and --client-ca (certificates are for mutual TLS)")
+		}
+		return nil, nil
+	}
+	if c.TLSCert == "" || c.TLSKey == "" || c.ClientCA == "" {
+		return nil, errors.New("connector: --tls-cert, --tls-key and --client-ca go together")
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("connector: --tls-cert/--tls-key: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.ClientCA)
+	if err != nil {
+		return nil, fmt.Errorf("connector: --client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("connector: --client-ca %s holds no PEM certificate", c.ClientCA)
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool,
+	}, nil
 }
 
 func (c *Config) defaults() {
@@ -147,6 +195,13 @@ type Service struct {
 	srv      *connectserver.Server
 	ctxs     *contextstore.Store
 	registry registryv1connect.RegistryServiceClient
+	// certdns is nil when this connector hands out no certificates.
+	certdns certdnsv1connect.CertDNSServiceClient
+	// tls: the link listener is HTTPS with client certificates.
+	tls bool
+	// tokenKeys are the public keys of the region's direct-mode token
+	// signer, told to satellites at registration.
+	tokenKeys [][]byte
 
 	mu    sync.Mutex
 	links map[string]*link // satellite ID -> its live link here
@@ -163,6 +218,7 @@ type metrics struct {
 	linksTotal *prometheus.CounterVec
 	frames     *prometheus.CounterVec
 	unknown    prometheus.Counter
+	certs      *prometheus.CounterVec
 }
 
 // New builds a connector.
@@ -174,6 +230,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.NATS == nil || deps.Etcd == nil || cfg.RegistryURL == "" {
 		return nil, errors.New("connector: NATS, etcd and a registry URL are required")
 	}
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Server.TLS = tc
 	srv, err := connectserver.New(cfg.Server, connectserver.Deps{Logger: deps.Logger, TracerProvider: deps.TracerProvider, Registry: deps.Metrics})
 	if err != nil {
 		return nil, err
@@ -186,6 +247,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg: cfg, log: deps.Logger.With("connector", cfg.ID), nc: deps.NATS, etcd: deps.Etcd, srv: srv,
 		ctxs:      contextstore.New(deps.Etcd, loadingcache.Config{}, deps.Logger),
 		registry:  registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
+		tls:       tc != nil,
 		links:     map[string]*link{},
 		hbPending: map[string]*registryv1.SatelliteHeartbeat{},
 		hbKick:    make(chan struct{}, 1),
@@ -199,9 +261,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		defer s.mu.Unlock()
 		return float64(len(s.links))
 	})
-	reg.MustRegister(s.m.linksTotal, s.m.frames, s.m.unknown, s.m.links)
+	s.m.certs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_connector_certificates_total", Help: "Certificates delivered to satellites, by kind (assigned, renewed)."}, []string{"kind"})
+	reg.MustRegister(s.m.linksTotal, s.m.frames, s.m.unknown, s.m.links, s.m.certs)
 	reg.MustRegister(s.ctxs.Collectors()...)
-	srv.Handle(connectorv1connect.NewLinkServiceHandler(&linkHandler{s: s}, srv.HandlerOptions()...))
+	if cfg.CertDNSURL != "" {
+		s.certdns = certdnsv1connect.NewCertDNSServiceClient(hc, cfg.CertDNSURL, opts...)
+	}
+	srv.Handle(withPeerCertificates(connectorv1connect.NewLinkServiceHandler(&linkHandler{s: s}, srv.HandlerOptions()...)))
 	return s, nil
 }
 
@@ -232,6 +298,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connector: %w", err)
 	}
+	key, err := directtoken.LoadOrCreate(ctx, s.etcd)
+	if err != nil {
+		return fmt.Errorf("connector: %w", err)
+	}
+	s.tokenKeys = [][]byte{key.Public().(ed25519.PublicKey)}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -39,7 +39,8 @@ type link struct {
 	cancel         context.CancelFunc
 	last           atomic.Int64 // unix nanos of the last frame received
 
-	sendMu sync.Mutex
+	sendMu   sync.Mutex
+	renewing atomic.Bool
 
 	mu      sync.Mutex
 	queries map[string]*inflight
@@ -142,6 +143,18 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		}
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
+	presented, err := s.checkCertificate(ctx, dk.TenantId, reg.Identity)
+	if err != nil {
+		var ce *errCertificate
+		if errors.As(err, &ce) {
+			_ = stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Error{Error: &connectorv1.LinkError{
+				Code: connectorv1.LinkErrorCode_LINK_ERROR_CODE_CERTIFICATE_REQUIRED, Message: ce.msg}}})
+			s.m.linksTotal.WithLabelValues("certificate_refused").Inc()
+			s.log.WarnContext(ctx, "satellite refused: certificate", obslog.Event("connector.certificate_refused"), "identity", reg.Identity, "reason", ce.msg)
+			return connect.NewError(connect.CodePermissionDenied, ce)
+		}
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
 	labels := maps.Clone(dk.Labels)
 	if labels == nil {
 		labels = map[string]string{}
@@ -165,8 +178,12 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	s.claim(l)
+	// Registered must be the satellite's first frame: hold the send lock
+	// from the moment queries can arrive until it is sent.
+	l.sendMu.Lock()
 	sub, err := s.nc.QueueSubscribe(SatelliteSubjectPrefix+sat.Id, queueGroup, l.onDown)
 	if err != nil {
+		l.sendMu.Unlock()
 		s.release(l)
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
@@ -175,16 +192,23 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 	// server now, not when the client's flusher gets to it, so a query sent
 	// on that word finds this link.
 	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+		l.sendMu.Unlock()
 		_ = sub.Unsubscribe()
 		s.release(l)
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
-	if err := l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Registered{Registered: &connectorv1.Registered{
+	err = l.stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Registered{Registered: &connectorv1.Registered{
 		SatelliteId: sat.Id, TenantId: sat.TenantId, HeartbeatIntervalMs: int32(l.heartbeatEvery / time.Millisecond), ConnectorId: s.cfg.ID,
-	}}}); err != nil {
+		DirectTokenKeys: s.tokenKeys,
+	}}})
+	l.sendMu.Unlock()
+	if err != nil {
 		_ = sub.Unsubscribe()
 		s.release(l)
 		return err
+	}
+	if s.certdns != nil && !presented {
+		go l.deliverCertificate(ctx, false)
 	}
 	s.log.InfoContext(ctx, "satellite linked", obslog.Event("connector.linked"), "generation", sat.LinkGeneration, "name", sat.Name)
 
@@ -242,6 +266,7 @@ func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
 		l.s.queueHeartbeat(&registryv1.SatelliteHeartbeat{
 			SatelliteId: l.satID, Degraded: hb.Health == connectorv1.Health_HEALTH_DEGRADED, Address: hb.Address,
 			Version: hb.Version, StoreRows: st.GetRows(), StoreBytes: st.GetBytes(), SentAt: hb.SentAt, Detail: hb.Detail,
+			DnsName: hb.DnsName, CertNotAfter: hb.CertNotAfter,
 		})
 	case *connectorv1.ConnectRequest_Result:
 		l.relay(ctx, &queryv1.ResultFrames{Frames: []*queryv1.ResultFrame{f.Result}})
@@ -249,6 +274,10 @@ func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
 		l.relay(ctx, f.Results)
 	case *connectorv1.ConnectRequest_Register:
 		l.close("protocol", "Register is only valid as the first frame")
+	case *connectorv1.ConnectRequest_Renew:
+		if l.s.certdns != nil {
+			go l.deliverCertificate(ctx, true)
+		}
 	}
 }
 

@@ -3,10 +3,16 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"strconv"
 
 	"connectrpc.com/connect"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/orbitplane/orbit/libs/connectserver"
+	"github.com/orbitplane/orbit/libs/directtoken"
 
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
@@ -167,6 +173,17 @@ func (r *registryAPI) WatchSatellites(ctx context.Context, req *connect.Request[
 	return nil
 }
 
+// DeleteSatellite deletes one of the caller's satellites (satellites:write).
+func (r *registryAPI) DeleteSatellite(ctx context.Context, req *connect.Request[registryv1.DeleteSatelliteRequest]) (*connect.Response[registryv1.DeleteSatelliteResponse], error) {
+	m := req.Msg
+	m.TenantId = principalFrom(ctx).tenant.TenantId
+	resp, err := r.s.registry.DeleteSatellite(ctx, connect.NewRequest(m))
+	if err != nil {
+		return nil, forward(err)
+	}
+	return connect.NewResponse(resp.Msg), nil
+}
+
 type gatewayAPI struct {
 	gatewayv1connect.UnimplementedGatewayServiceHandler
 	s *Service
@@ -175,4 +192,40 @@ type gatewayAPI struct {
 func (g *gatewayAPI) WhoAmI(ctx context.Context, _ *connect.Request[gatewayv1.WhoAmIRequest]) (*connect.Response[gatewayv1.WhoAmIResponse], error) {
 	p := principalFrom(ctx)
 	return connect.NewResponse(&gatewayv1.WhoAmIResponse{TenantId: p.tenant.TenantId, TenantName: p.tenant.Name, Scopes: p.key.Scopes, Region: g.s.cfg.Region}), nil
+}
+
+// GetDirectEndpoint tells the caller where one of its satellites serves
+// direct mode and signs a short-lived token for it: audience that
+// satellite, the caller's tenant.
+func (g *gatewayAPI) GetDirectEndpoint(ctx context.Context, req *connect.Request[gatewayv1.GetDirectEndpointRequest]) (*connect.Response[gatewayv1.GetDirectEndpointResponse], error) {
+	p := principalFrom(ctx)
+	if req.Msg.Satellite == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("satellite (ID or name) is required"))
+	}
+	resp, err := g.s.registry.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{TenantId: p.tenant.TenantId, Satellite: req.Msg.Satellite}))
+	if err != nil {
+		return nil, forward(err)
+	}
+	sat := resp.Msg.Satellite
+	if sat.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("satellite %s is disconnected", sat.Name))
+	}
+	if sat.DnsName == "" {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("satellite %s has no certificate yet: direct mode is not available; use passthrough", sat.Name))
+	}
+	_, portText, err := net.SplitHostPort(sat.Address)
+	port, perr := strconv.Atoi(portText)
+	if err != nil || perr != nil || port <= 0 || port > 65535 {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("satellite %s advertises no usable direct address (%q); use passthrough", sat.Name, sat.Address))
+	}
+	key, err := g.s.directKey(ctx)
+	if err != nil {
+		g.s.log.ErrorContext(ctx, "direct token key", "error", err)
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("direct mode is unavailable (signing key); use passthrough"))
+	}
+	token, exp, err := directtoken.Issue(key, sat.Id, p.tenant.TenantId, g.s.cfg.DirectTokenTTL)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(&gatewayv1.GetDirectEndpointResponse{DnsName: sat.DnsName, Port: int32(port), Token: token, ExpiresAt: timestamppb.New(exp)}), nil
 }

@@ -8,6 +8,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +27,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/directtoken"
 	"github.com/orbitplane/orbit/libs/loadingcache"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/reqctx"
@@ -57,6 +60,8 @@ type Config struct {
 	MaxQueries int
 	Cache      loadingcache.Config
 	Region     string
+	// DirectTokenTTL is the lifetime of direct-mode tokens.
+	DirectTokenTTL time.Duration
 }
 
 // RegisterFlags defines the gateway's flags.
@@ -73,6 +78,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.Cache.TTL, "auth-cache-ttl", loadingcache.DefaultTTL, "how long a resolved key stays cached (an etcd watch applies changes at once)")
+	fs.DurationVar(&c.DirectTokenTTL, "direct-token-ttl", directtoken.DefaultTTL, "lifetime of direct-mode tokens (at most 15m)")
 	fs.DurationVar(&c.Cache.NegativeTTL, "auth-negative-ttl", loadingcache.DefaultNegativeTTL, "how long an unknown key stays cached as unknown")
 }
 
@@ -121,6 +127,10 @@ type Service struct {
 	limiters map[string]*rate.Limiter
 	running  map[string]int
 
+	etcd      *clientv3.Client
+	directMu  sync.Mutex
+	directSig ed25519.PrivateKey
+
 	authFailures prometheus.Counter
 	throttled    *prometheus.CounterVec
 }
@@ -143,7 +153,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg: cfg, log: deps.Logger, srv: srv,
+		cfg: cfg, log: deps.Logger, srv: srv, etcd: deps.Etcd,
 		ctxs:     contextstore.New(deps.Etcd, cfg.Cache, deps.Logger),
 		broker:   queryv1connect.NewQueryServiceClient(hc, cfg.BrokerURL, opts...),
 		registry: registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
@@ -224,6 +234,7 @@ var requiredScope = map[string]string{
 	registryv1connect.RegistryServiceGetSatelliteProcedure:     "satellites:read",
 	registryv1connect.RegistryServiceListSatellitesProcedure:   "satellites:read",
 	registryv1connect.RegistryServiceWatchSatellitesProcedure:  "satellites:read",
+	registryv1connect.RegistryServiceDeleteSatelliteProcedure:  "satellites:write",
 	logbrokerv1connect.LogBrokerServiceListStreamsProcedure:    "logs:read",
 	logbrokerv1connect.LogBrokerServiceDescribeStreamProcedure: "logs:read",
 	logbrokerv1connect.LogBrokerServiceSubscribeProcedure:      "logs:read",
@@ -355,4 +366,20 @@ func (s *Service) startQuery(t *contextsv1.TenantContext) (func(), error) {
 			}
 		})
 	}, nil
+}
+
+// directKey is the region's direct-token signing key, loaded (or created)
+// on first use.
+func (s *Service) directKey(ctx context.Context) (ed25519.PrivateKey, error) {
+	s.directMu.Lock()
+	defer s.directMu.Unlock()
+	if s.directSig != nil {
+		return s.directSig, nil
+	}
+	k, err := directtoken.LoadOrCreate(ctx, s.etcd)
+	if err != nil {
+		return nil, err
+	}
+	s.directSig = k
+	return k, nil
 }

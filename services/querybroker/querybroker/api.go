@@ -15,6 +15,7 @@ import (
 	"github.com/orbitplane/orbit/libs/colbatch"
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/queryerr"
 	"github.com/orbitplane/orbit/libs/reqctx"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
@@ -36,35 +37,9 @@ func tenantOf(ctx context.Context) (string, error) {
 	return t, nil
 }
 
-// codeFor maps a satellite's error to the RPC code of a single-satellite
-// query.
-func codeFor(c queryv1.QueryErrorCode) connect.Code {
-	switch c {
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_INVALID_SQL, queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY:
-		return connect.CodeInvalidArgument
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_ROW_LIMIT, queryv1.QueryErrorCode_QUERY_ERROR_CODE_BYTE_LIMIT, queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES:
-		return connect.CodeResourceExhausted
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_DEADLINE:
-		return connect.CodeDeadlineExceeded
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_CANCELED:
-		return connect.CodeCanceled
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:
-		return connect.CodeUnavailable
-	case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_NOT_FOUND:
-		return connect.CodeNotFound
-	}
-	return connect.CodeInternal
-}
-
 // QueryError turns a QueryError into a Connect error that carries it as a
-// detail, so clients get the machine-readable code too.
-func QueryError(qe *queryv1.QueryError, prefix string) error {
-	err := connect.NewError(codeFor(qe.Code), errors.New(prefix+qe.Message))
-	if d, derr := connect.NewErrorDetail(qe); derr == nil {
-		err.AddDetail(d)
-	}
-	return err
-}
+// detail (libs/queryerr).
+func QueryError(qe *queryv1.QueryError, prefix string) error { return queryerr.ToConnect(qe, prefix) }
 
 func (a *api) timeout(req *queryv1.ExecuteQueryRequest) (time.Duration, error) {
 	if req.Timeout == nil {

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -223,6 +224,34 @@ func (a *api) WatchSatellites(ctx context.Context, req *connect.Request[registry
 			}
 		}
 	}
+}
+
+// DeleteSatellite forgets a satellite: memory, watchers (DELETED) and etcd
+// (record and identity, in one transaction). Its connector closes the link
+// at the next heartbeat batch (unknown satellite); certdns, following the
+// records, revokes its certificate and drops its name.
+func (a *api) DeleteSatellite(ctx context.Context, req *connect.Request[registryv1.DeleteSatelliteRequest]) (*connect.Response[registryv1.DeleteSatelliteResponse], error) {
+	if req.Msg.TenantId == "" || req.Msg.Satellite == "" {
+		return nil, invalid("tenant_id and satellite (ID or name) are required")
+	}
+	s := a.s
+	sat, n := s.state.get(req.Msg.TenantId, req.Msg.Satellite)
+	switch {
+	case n == 0:
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no satellite %q", req.Msg.Satellite))
+	case n > 1:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%d satellites are named %q; use an ID", n, req.Msg.Satellite))
+	}
+	// The flusher must not write the record back after it is gone.
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	ikey := IdentityPrefix + identityKey(sat.TenantId, sat.Identity)
+	if _, err := s.etcd.Txn(ctx).Then(clientv3.OpDelete(SatellitePrefix+sat.Id), clientv3.OpDelete(ikey)).Commit(); err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	s.state.remove(sat.Id)
+	s.log.InfoContext(ctx, "satellite deleted", obslog.Event("registry.deleted"), "satellite", sat.Id, "tenant", sat.TenantId, "name", sat.Name)
+	return connect.NewResponse(&registryv1.DeleteSatelliteResponse{Satellite: sat}), nil
 }
 
 type watcher struct {

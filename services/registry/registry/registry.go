@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -132,6 +133,8 @@ type Service struct {
 	state *state
 	id    string
 	m     metrics
+	// flushMu: a batch being written and a deletion never interleave.
+	flushMu sync.Mutex
 }
 
 type metrics struct {
@@ -301,6 +304,8 @@ func (s *Service) flushLoop(ctx context.Context) {
 
 // flush writes every dirty satellite in batched transactions.
 func (s *Service) flush(ctx context.Context) {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	sats := s.state.takeDirty()
 	if len(sats) == 0 {
 		return

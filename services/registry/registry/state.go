@@ -82,10 +82,12 @@ func (s *state) heartbeat(hb *registryv1.SatelliteHeartbeat, now time.Time) bool
 	}
 	visible := sat.Status != status || sat.StatusDetail != hb.Detail ||
 		(hb.Address != "" && sat.Address != hb.Address) ||
-		(hb.Version != "" && sat.Version != hb.Version)
+		(hb.Version != "" && sat.Version != hb.Version) ||
+		sat.DnsName != hb.DnsName || !proto.Equal(sat.CertNotAfter, hb.CertNotAfter)
 	if !visible {
 		return true
 	}
+	sat.DnsName, sat.CertNotAfter = hb.DnsName, hb.CertNotAfter
 	sat.Status, sat.StatusDetail = status, hb.Detail
 	if hb.Address != "" {
 		sat.Address = hb.Address
@@ -150,6 +152,29 @@ func (s *state) sweep(deadline time.Time) int {
 		}
 	}
 	return n
+}
+
+// remove forgets a satellite and tells the watchers; nil if unknown.
+func (s *state) remove(id string) *registryv1.Satellite {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byID[id]
+	if !ok {
+		return nil
+	}
+	delete(s.byID, id)
+	delete(s.dirty, id)
+	ikey := identityKey(e.sat.TenantId, e.sat.Identity)
+	if s.identity[ikey] == id {
+		delete(s.identity, ikey)
+	}
+	ev := &registryv1.WatchSatellitesResponse{Type: registryv1.WatchEventType_WATCH_EVENT_TYPE_DELETED, Satellite: proto.Clone(e.sat).(*registryv1.Satellite)}
+	for w := range s.watchers {
+		if w.matches(e.sat) {
+			w.send(ev)
+		}
+	}
+	return e.sat
 }
 
 // takeDirty returns copies of the entries to write and clears the set.

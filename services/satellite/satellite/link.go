@@ -2,9 +2,13 @@ package satellite
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,15 +50,15 @@ func (e *linkError) Error() string {
 // linkLoop dials the connector until ctx ends, with exponential backoff and
 // full jitter between attempts; a link that registered resets the backoff.
 func (a *Agent) linkLoop(ctx context.Context) {
-	hc, opts, err := connectclient.For(a.deps.HTTPClient, a.deps.TracerProvider)
-	if err != nil {
-		a.log.Error("link client", "error", err)
-		return
-	}
-	client := connectorv1connect.NewLinkServiceClient(hc, a.cfg.ConnectorURL, opts...)
 	backoff := a.cfg.BackoffMin
 	for ctx.Err() == nil {
+		client, closeClient, err := a.linkClient()
+		if err != nil {
+			a.log.Error("link client", "error", err)
+			return
+		}
 		registered, err := a.runLink(ctx, client)
+		closeClient()
 		if ctx.Err() != nil {
 			return
 		}
@@ -63,9 +67,12 @@ func (a *Agent) linkLoop(ctx context.Context) {
 		}
 		var le *linkError
 		level := obslog.Event("satellite.link_down")
-		if errors.As(err, &le) && le.code == connectorv1.LinkErrorCode_LINK_ERROR_CODE_BAD_DEPLOY_KEY {
+		switch {
+		case errors.As(err, &le) && le.code == connectorv1.LinkErrorCode_LINK_ERROR_CODE_BAD_DEPLOY_KEY:
 			a.log.Error("deploy key refused; fix --deploy-key (retrying)", level, "error", err)
-		} else {
+		case errors.As(err, &le) && le.code == connectorv1.LinkErrorCode_LINK_ERROR_CODE_CERTIFICATE_REQUIRED:
+			a.log.Error("certificate refused: this satellite enrolled before and must present its certificate ("+tlsDir(a.cfg.DataDir)+"); restore it, or delete the satellite in the cloud to enrol anew (retrying)", level, "error", err)
+		default:
 			a.log.Warn("link down; reconnecting", level, "error", err, "in", backoff)
 		}
 		// Full jitter: a fleet whose connector restarted does not come back
@@ -78,6 +85,37 @@ func (a *Agent) linkLoop(ctx context.Context) {
 		}
 		backoff = min(backoff*2, a.cfg.BackoffMax)
 	}
+}
+
+// linkClient returns the client for one link attempt. An https:// connector
+// gets a fresh TLS transport per attempt, so the handshake presents the
+// certificate held now (none before enrolment, the renewed one after).
+func (a *Agent) linkClient() (connectorv1connect.LinkServiceClient, func(), error) {
+	hc := a.deps.HTTPClient
+	if hc == nil && strings.HasPrefix(a.cfg.ConnectorURL, "https://") {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: a.clientCertificate}
+		if a.cfg.ConnectorCA != "" {
+			pem, err := os.ReadFile(a.cfg.ConnectorCA)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--connector-ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("--connector-ca %s holds no PEM certificate", a.cfg.ConnectorCA)
+			}
+		}
+		hc = connectclient.HTTPClient(tc)
+	}
+	hc2, opts, err := connectclient.For(hc, a.deps.TracerProvider)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeIdle := func() {
+		if hc != a.deps.HTTPClient {
+			hc2.CloseIdleConnections()
+		}
+	}
+	return connectorv1connect.NewLinkServiceClient(hc2, a.cfg.ConnectorURL, opts...), closeIdle, nil
 }
 
 // runLink holds one link until it fails; registered says whether it got as
@@ -119,7 +157,7 @@ func (a *Agent) runLink(ctx context.Context, client connectorv1connect.LinkServi
 	if reg == nil {
 		return false, errors.New("connector did not answer Register")
 	}
-	a.saveState(State{SatelliteID: reg.SatelliteId, TenantID: reg.TenantId, ConnectorID: reg.ConnectorId})
+	a.saveState(State{SatelliteID: reg.SatelliteId, TenantID: reg.TenantId, ConnectorID: reg.ConnectorId, DirectTokenKeys: reg.DirectTokenKeys})
 	a.mu.Lock()
 	a.link = l
 	a.mu.Unlock()
@@ -136,6 +174,7 @@ func (a *Agent) runLink(ctx context.Context, client connectorv1connect.LinkServi
 		interval = time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
 	}
 	go a.heartbeats(ctx, l, interval, cancel)
+	go a.renewLoop(ctx, l)
 
 	for {
 		m, err := stream.Receive()
@@ -161,6 +200,15 @@ func (a *Agent) runLink(ctx context.Context, client connectorv1connect.LinkServi
 				a.log.InfoContext(reqctx.FromCarrier(ctx, m.Context), "query canceled by the cloud", obslog.Event("satellite.query_canceled"), "query_id", f.Cancel.QueryId, "reason", f.Cancel.Reason)
 				e.cancel()
 			}
+		case *connectorv1.ConnectResponse_Certificate:
+			if err := a.onCertificate(ctx, f.Certificate); err != nil {
+				a.log.Error("delivered certificate refused", obslog.Event("satellite.certificate_refused"), "error", err)
+				continue
+			}
+			select {
+			case a.hbNow <- struct{}{}: // tell the registry (and DNS) at once
+			default:
+			}
 		case *connectorv1.ConnectResponse_Error:
 			return true, &linkError{code: f.Error.Code, msg: f.Error.Message}
 		}
@@ -179,6 +227,9 @@ func (a *Agent) heartbeats(ctx context.Context, l *linkState, every time.Duratio
 		if !st.Oldest.IsZero() {
 			hb.Store.Oldest, hb.Store.Newest = timestamppb.New(st.Oldest), timestamppb.New(st.Newest)
 		}
+		if h := a.cert.Load(); h != nil {
+			hb.DnsName, hb.CertNotAfter = h.dnsName, timestamppb.New(h.notAfter)
+		}
 		if a.cfg.Store.MaxBytes > 0 && st.Bytes > a.cfg.Store.MaxBytes {
 			hb.Health, hb.Detail = connectorv1.Health_HEALTH_DEGRADED, "store is over its size bound; retention is catching up"
 		}
@@ -190,6 +241,7 @@ func (a *Agent) heartbeats(ctx context.Context, l *linkState, every time.Duratio
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.hbNow:
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,6 +65,14 @@ type Config struct {
 	Store    store.Config
 	Demo     DemoConfig
 	Ingest   IngestConfig
+	// ConnectorCA (PEM file) verifies an https:// connector; empty: the
+	// system roots.
+	ConnectorCA string
+	// DirectAddr serves direct mode (HTTPS) once a certificate arrived;
+	// empty: no direct mode.
+	DirectAddr        string
+	DirectCORSOrigins []string
+	MaxDirectQueries  int
 }
 
 // Labels is a k=v,k=v flag.
@@ -103,7 +112,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DeployKey, "deploy-key", os.Getenv("ORBIT_DEPLOY_KEY"), "deploy key (default $ORBIT_DEPLOY_KEY)")
 	fs.StringVar(&c.Name, "name", "", "display name (default: hostname)")
 	fs.Var(&c.Labels, "labels", "labels, k=v,k=v")
-	fs.StringVar(&c.Address, "advertise-address", "", "host:port advertised for direct mode (default: the listen address)")
+	fs.StringVar(&c.Address, "advertise-address", "", "host:port advertised for direct mode (default: the --direct-addr listener's address)")
+	fs.StringVar(&c.ConnectorCA, "connector-ca", "", "CA certificate (PEM) that verifies an https:// connector (default: system roots)")
+	fs.StringVar(&c.DirectAddr, "direct-addr", "127.0.0.1:8443", "HTTPS listen address for direct-mode queries (empty: off)")
+	fs.Func("direct-cors-origins", "origins browsers may call direct mode from (comma-separated, default *)", func(v string) error {
+		c.DirectCORSOrigins = svcmain.SplitList(v)
+		return nil
+	})
+	fs.IntVar(&c.MaxDirectQueries, "max-direct-queries", DefaultMaxDirectQueries, "direct-mode queries running at once")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "heartbeat interval until the connector says otherwise")
 	fs.DurationVar(&c.BackoffMin, "reconnect-min", DefaultBackoffMin, "first reconnect delay (doubles, with jitter)")
 	fs.DurationVar(&c.BackoffMax, "reconnect-max", DefaultBackoffMax, "longest reconnect delay")
@@ -146,6 +162,12 @@ func (c *Config) defaults() error {
 	if c.Server.Service == "" {
 		c.Server.Service = "satellite"
 	}
+	if c.MaxDirectQueries <= 0 {
+		c.MaxDirectQueries = DefaultMaxDirectQueries
+	}
+	if c.DirectCORSOrigins == nil {
+		c.DirectCORSOrigins = []string{"*"}
+	}
 	if c.Store.Path == "" {
 		c.Store.Path = filepath.Join(c.DataDir, "store.duckdb")
 	}
@@ -176,6 +198,12 @@ type Agent struct {
 	store    *store.Store
 	identity string
 
+	// direct serves direct mode; nil when DirectAddr is empty.
+	direct *connectserver.Server
+	cert   atomic.Pointer[heldCert]
+	// hbNow asks the heartbeat loop for one at once (a new certificate).
+	hbNow chan struct{}
+
 	mu    sync.Mutex
 	state State
 	link  *linkState
@@ -187,6 +215,9 @@ type State struct {
 	SatelliteID string `json:"satellite_id"`
 	TenantID    string `json:"tenant_id"`
 	ConnectorID string `json:"connector_id,omitempty"`
+	// DirectTokenKeys are the region's direct-token public keys (kept so a
+	// satellite restarted while the cloud is away still serves direct mode).
+	DirectTokenKeys [][]byte `json:"direct_token_keys,omitempty"`
 }
 
 // New opens the store and loads (or creates) the identity.
@@ -204,7 +235,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: deps.Logger, deps: deps, identity: identity}
+	a := &Agent{cfg: cfg, log: deps.Logger, deps: deps, identity: identity, hbNow: make(chan struct{}, 1)}
+	held, err := loadHeld(cfg.DataDir)
+	if err != nil {
+		// A damaged pair is not fatal: the connector refuses this satellite
+		// until an operator deletes it or restores the files; say so.
+		deps.Logger.Error("the certificate in the data dir is unusable", "error", err, "dir", tlsDir(cfg.DataDir))
+	} else if held != nil {
+		a.cert.Store(held)
+	}
 	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, "state.json")); err == nil {
 		_ = json.Unmarshal(b, &a.state)
 	}
@@ -219,6 +258,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.srv = srv
+	if cfg.DirectAddr != "" {
+		if a.direct, err = a.newDirectServer(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	a.mountIngest()
 	return a, nil
 }
@@ -288,11 +333,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := a.srv.Listen(); err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	bg, stop := context.WithCancel(ctx)
+	if a.direct != nil {
+		if _, err := a.direct.Listen(); err != nil {
+			stop()
+			return fmt.Errorf("satellite: direct mode: %w", err)
+		}
+		if a.cfg.Address == "" {
+			a.cfg.Address = a.direct.Addr()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.direct.Run(bg); err != nil && bg.Err() == nil {
+				a.log.Error("direct-mode server stopped", "error", err)
+			}
+		}()
+	}
 	if a.cfg.Address == "" {
 		a.cfg.Address = a.srv.Addr()
 	}
-	var wg sync.WaitGroup
-	bg, stop := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() { defer wg.Done(); a.linkLoop(bg) }()
 	if a.cfg.Demo.Enabled {

@@ -86,6 +86,9 @@ const (
 	// Another link for the same satellite replaced this one.
 	LinkErrorCode_LINK_ERROR_CODE_SUPERSEDED    LinkErrorCode = 3
 	LinkErrorCode_LINK_ERROR_CODE_SHUTTING_DOWN LinkErrorCode = 4
+	// The satellite holds a certificate and did not present it (or presented
+	// another): enrolled satellites authenticate with mutual TLS.
+	LinkErrorCode_LINK_ERROR_CODE_CERTIFICATE_REQUIRED LinkErrorCode = 5
 )
 
 // Enum value maps for LinkErrorCode.
@@ -96,13 +99,15 @@ var (
 		2: "LINK_ERROR_CODE_PROTOCOL",
 		3: "LINK_ERROR_CODE_SUPERSEDED",
 		4: "LINK_ERROR_CODE_SHUTTING_DOWN",
+		5: "LINK_ERROR_CODE_CERTIFICATE_REQUIRED",
 	}
 	LinkErrorCode_value = map[string]int32{
-		"LINK_ERROR_CODE_UNSPECIFIED":    0,
-		"LINK_ERROR_CODE_BAD_DEPLOY_KEY": 1,
-		"LINK_ERROR_CODE_PROTOCOL":       2,
-		"LINK_ERROR_CODE_SUPERSEDED":     3,
-		"LINK_ERROR_CODE_SHUTTING_DOWN":  4,
+		"LINK_ERROR_CODE_UNSPECIFIED":          0,
+		"LINK_ERROR_CODE_BAD_DEPLOY_KEY":       1,
+		"LINK_ERROR_CODE_PROTOCOL":             2,
+		"LINK_ERROR_CODE_SUPERSEDED":           3,
+		"LINK_ERROR_CODE_SHUTTING_DOWN":        4,
+		"LINK_ERROR_CODE_CERTIFICATE_REQUIRED": 5,
 	}
 )
 
@@ -144,6 +149,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Result
 	//	*ConnectRequest_Results
+	//	*ConnectRequest_Renew
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -229,6 +235,15 @@ func (x *ConnectRequest) GetResults() *v11.ResultFrames {
 	return nil
 }
 
+func (x *ConnectRequest) GetRenew() *RenewCertificate {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -250,6 +265,10 @@ type ConnectRequest_Results struct {
 	Results *v11.ResultFrames `protobuf:"bytes,5,opt,name=results,proto3,oneof"`
 }
 
+type ConnectRequest_Renew struct {
+	Renew *RenewCertificate `protobuf:"bytes,6,opt,name=renew,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Frame() {}
@@ -257,6 +276,54 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Frame() {}
 func (*ConnectRequest_Result) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Results) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_Renew) isConnectRequest_Frame() {}
+
+// RenewCertificate asks for a new certificate for the same name (sent at
+// 2/3 of the current one's lifetime); the answer is a CertificateDelivery.
+type RenewCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificate) Reset() {
+	*x = RenewCertificate{}
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificate) ProtoMessage() {}
+
+func (x *RenewCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificate.ProtoReflect.Descriptor instead.
+func (*RenewCertificate) Descriptor() ([]byte, []int) {
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
 
 // ConnectResponse is a frame from the cloud.
 type ConnectResponse struct {
@@ -277,7 +344,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[1]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +356,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[1]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +369,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{1}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ConnectResponse) GetContext() *v1.Carrier {
@@ -433,7 +500,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[2]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +512,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[2]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +525,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{2}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Register) GetDeployKey() string {
@@ -511,14 +578,17 @@ type Registered struct {
 	// How often the satellite must heartbeat.
 	HeartbeatIntervalMs int32 `protobuf:"varint,3,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	// The connector replica holding this link.
-	ConnectorId   string `protobuf:"bytes,4,opt,name=connector_id,json=connectorId,proto3" json:"connector_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ConnectorId string `protobuf:"bytes,4,opt,name=connector_id,json=connectorId,proto3" json:"connector_id,omitempty"`
+	// Public keys (Ed25519, raw 32 bytes) whose signatures the satellite
+	// accepts on direct-mode tokens from the region's gateways.
+	DirectTokenKeys [][]byte `protobuf:"bytes,5,rep,name=direct_token_keys,json=directTokenKeys,proto3" json:"direct_token_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[3]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +600,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[3]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +613,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{3}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Registered) GetSatelliteId() string {
@@ -574,6 +644,13 @@ func (x *Registered) GetConnectorId() string {
 	return ""
 }
 
+func (x *Registered) GetDirectTokenKeys() [][]byte {
+	if x != nil {
+		return x.DirectTokenKeys
+	}
+	return nil
+}
+
 // Heartbeat reports liveness and state.
 type Heartbeat struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -583,14 +660,17 @@ type Heartbeat struct {
 	Store   *StoreStats            `protobuf:"bytes,4,opt,name=store,proto3" json:"store,omitempty"`
 	SentAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// Why health is not OK.
-	Detail        string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The certificate the satellite holds (direct mode), if any.
+	DnsName       string                 `protobuf:"bytes,7,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	CertNotAfter  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=cert_not_after,json=certNotAfter,proto3" json:"cert_not_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[4]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +682,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[4]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +695,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{4}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Heartbeat) GetHealth() Health {
@@ -660,6 +740,20 @@ func (x *Heartbeat) GetDetail() string {
 	return ""
 }
 
+func (x *Heartbeat) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetCertNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertNotAfter
+	}
+	return nil
+}
+
 type StoreStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rows          int64                  `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
@@ -672,7 +766,7 @@ type StoreStats struct {
 
 func (x *StoreStats) Reset() {
 	*x = StoreStats{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[5]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +778,7 @@ func (x *StoreStats) String() string {
 func (*StoreStats) ProtoMessage() {}
 
 func (x *StoreStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[5]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +791,7 @@ func (x *StoreStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreStats.ProtoReflect.Descriptor instead.
 func (*StoreStats) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{5}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StoreStats) GetRows() int64 {
@@ -736,13 +830,14 @@ type CertificateDelivery struct {
 	KeyPem        []byte                 `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
 	CaPem         []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
 	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Serial        string                 `protobuf:"bytes,6,opt,name=serial,proto3" json:"serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CertificateDelivery) Reset() {
 	*x = CertificateDelivery{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[6]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +849,7 @@ func (x *CertificateDelivery) String() string {
 func (*CertificateDelivery) ProtoMessage() {}
 
 func (x *CertificateDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[6]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +862,7 @@ func (x *CertificateDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateDelivery.ProtoReflect.Descriptor instead.
 func (*CertificateDelivery) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{6}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CertificateDelivery) GetDnsName() string {
@@ -805,6 +900,13 @@ func (x *CertificateDelivery) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CertificateDelivery) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
 // LinkError is sent before the cloud closes the link on purpose.
 type LinkError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -816,7 +918,7 @@ type LinkError struct {
 
 func (x *LinkError) Reset() {
 	*x = LinkError{}
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[7]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +930,7 @@ func (x *LinkError) String() string {
 func (*LinkError) ProtoMessage() {}
 
 func (x *LinkError) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_connector_v1_link_proto_msgTypes[7]
+	mi := &file_orbit_connector_v1_link_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +943,7 @@ func (x *LinkError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkError.ProtoReflect.Descriptor instead.
 func (*LinkError) Descriptor() ([]byte, []int) {
-	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{7}
+	return file_orbit_connector_v1_link_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LinkError) GetCode() LinkErrorCode {
@@ -862,14 +964,17 @@ var File_orbit_connector_v1_link_proto protoreflect.FileDescriptor
 
 const file_orbit_connector_v1_link_proto_rawDesc = "" +
 	"\n" +
-	"\x1dorbit/connector/v1/link.proto\x12\x12orbit.connector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eorbit/context/v1/context.proto\x1a\x1borbit/query/v1/frames.proto\"\xba\x02\n" +
+	"\x1dorbit/connector/v1/link.proto\x12\x12orbit.connector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eorbit/context/v1/context.proto\x1a\x1borbit/query/v1/frames.proto\"\xf8\x02\n" +
 	"\x0eConnectRequest\x123\n" +
 	"\acontext\x18\x01 \x01(\v2\x19.orbit.context.v1.CarrierR\acontext\x12:\n" +
 	"\bregister\x18\x02 \x01(\v2\x1c.orbit.connector.v1.RegisterH\x00R\bregister\x12=\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1d.orbit.connector.v1.HeartbeatH\x00R\theartbeat\x125\n" +
 	"\x06result\x18\x04 \x01(\v2\x1b.orbit.query.v1.ResultFrameH\x00R\x06result\x128\n" +
-	"\aresults\x18\x05 \x01(\v2\x1c.orbit.query.v1.ResultFramesH\x00R\aresultsB\a\n" +
-	"\x05frame\"\xaf\x03\n" +
+	"\aresults\x18\x05 \x01(\v2\x1c.orbit.query.v1.ResultFramesH\x00R\aresults\x12<\n" +
+	"\x05renew\x18\x06 \x01(\v2$.orbit.connector.v1.RenewCertificateH\x00R\x05renewB\a\n" +
+	"\x05frame\"*\n" +
+	"\x10RenewCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xaf\x03\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\acontext\x18\x01 \x01(\v2\x19.orbit.context.v1.CarrierR\acontext\x12@\n" +
 	"\n" +
@@ -891,45 +996,50 @@ const file_orbit_connector_v1_link_proto_rawDesc = "" +
 	"\aaddress\x18\x06 \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
 	"\n" +
 	"Registered\x12!\n" +
 	"\fsatellite_id\x18\x01 \x01(\tR\vsatelliteId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x03 \x01(\x05R\x13heartbeatIntervalMs\x12!\n" +
-	"\fconnector_id\x18\x04 \x01(\tR\vconnectorId\"\xf6\x01\n" +
+	"\fconnector_id\x18\x04 \x01(\tR\vconnectorId\x12*\n" +
+	"\x11direct_token_keys\x18\x05 \x03(\fR\x0fdirectTokenKeys\"\xd3\x02\n" +
 	"\tHeartbeat\x122\n" +
 	"\x06health\x18\x01 \x01(\x0e2\x1a.orbit.connector.v1.HealthR\x06health\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x124\n" +
 	"\x05store\x18\x04 \x01(\v2\x1e.orbit.connector.v1.StoreStatsR\x05store\x123\n" +
 	"\asent_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x16\n" +
-	"\x06detail\x18\x06 \x01(\tR\x06detail\"\x9e\x01\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x19\n" +
+	"\bdns_name\x18\a \x01(\tR\adnsName\x12@\n" +
+	"\x0ecert_not_after\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\"\x9e\x01\n" +
 	"\n" +
 	"StoreStats\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x122\n" +
 	"\x06oldest\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06oldest\x122\n" +
-	"\x06newest\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06newest\"\xb4\x01\n" +
+	"\x06newest\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06newest\"\xcc\x01\n" +
 	"\x13CertificateDelivery\x12\x19\n" +
 	"\bdns_name\x18\x01 \x01(\tR\adnsName\x12\x19\n" +
 	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
 	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\x12\x15\n" +
 	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x127\n" +
-	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\\\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x16\n" +
+	"\x06serial\x18\x06 \x01(\tR\x06serial\"\\\n" +
 	"\tLinkError\x125\n" +
 	"\x04code\x18\x01 \x01(\x0e2!.orbit.connector.v1.LinkErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage*D\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tHEALTH_OK\x10\x01\x12\x13\n" +
-	"\x0fHEALTH_DEGRADED\x10\x02*\xb5\x01\n" +
+	"\x0fHEALTH_DEGRADED\x10\x02*\xdf\x01\n" +
 	"\rLinkErrorCode\x12\x1f\n" +
 	"\x1bLINK_ERROR_CODE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eLINK_ERROR_CODE_BAD_DEPLOY_KEY\x10\x01\x12\x1c\n" +
 	"\x18LINK_ERROR_CODE_PROTOCOL\x10\x02\x12\x1e\n" +
 	"\x1aLINK_ERROR_CODE_SUPERSEDED\x10\x03\x12!\n" +
-	"\x1dLINK_ERROR_CODE_SHUTTING_DOWN\x10\x042e\n" +
+	"\x1dLINK_ERROR_CODE_SHUTTING_DOWN\x10\x04\x12(\n" +
+	"$LINK_ERROR_CODE_CERTIFICATE_REQUIRED\x10\x052e\n" +
 	"\vLinkService\x12V\n" +
 	"\aConnect\x12\".orbit.connector.v1.ConnectRequest\x1a#.orbit.connector.v1.ConnectResponse(\x010\x01B\xcf\x01\n" +
 	"\x16com.orbit.connector.v1B\tLinkProtoP\x01Z@github.com/orbitplane/orbit/proto/orbit/connector/v1;connectorv1\xa2\x02\x03OCX\xaa\x02\x12Orbit.Connector.V1\xca\x02\x12Orbit\\Connector\\V1\xe2\x02\x1eOrbit\\Connector\\V1\\GPBMetadata\xea\x02\x14Orbit::Connector::V1b\x06proto3"
@@ -947,55 +1057,58 @@ func file_orbit_connector_v1_link_proto_rawDescGZIP() []byte {
 }
 
 var file_orbit_connector_v1_link_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orbit_connector_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_orbit_connector_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_orbit_connector_v1_link_proto_goTypes = []any{
 	(Health)(0),                   // 0: orbit.connector.v1.Health
 	(LinkErrorCode)(0),            // 1: orbit.connector.v1.LinkErrorCode
 	(*ConnectRequest)(nil),        // 2: orbit.connector.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 3: orbit.connector.v1.ConnectResponse
-	(*Register)(nil),              // 4: orbit.connector.v1.Register
-	(*Registered)(nil),            // 5: orbit.connector.v1.Registered
-	(*Heartbeat)(nil),             // 6: orbit.connector.v1.Heartbeat
-	(*StoreStats)(nil),            // 7: orbit.connector.v1.StoreStats
-	(*CertificateDelivery)(nil),   // 8: orbit.connector.v1.CertificateDelivery
-	(*LinkError)(nil),             // 9: orbit.connector.v1.LinkError
-	nil,                           // 10: orbit.connector.v1.Register.LabelsEntry
-	(*v1.Carrier)(nil),            // 11: orbit.context.v1.Carrier
-	(*v11.ResultFrame)(nil),       // 12: orbit.query.v1.ResultFrame
-	(*v11.ResultFrames)(nil),      // 13: orbit.query.v1.ResultFrames
-	(*v11.QueryRequest)(nil),      // 14: orbit.query.v1.QueryRequest
-	(*v11.Credit)(nil),            // 15: orbit.query.v1.Credit
-	(*v11.Cancel)(nil),            // 16: orbit.query.v1.Cancel
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*RenewCertificate)(nil),      // 3: orbit.connector.v1.RenewCertificate
+	(*ConnectResponse)(nil),       // 4: orbit.connector.v1.ConnectResponse
+	(*Register)(nil),              // 5: orbit.connector.v1.Register
+	(*Registered)(nil),            // 6: orbit.connector.v1.Registered
+	(*Heartbeat)(nil),             // 7: orbit.connector.v1.Heartbeat
+	(*StoreStats)(nil),            // 8: orbit.connector.v1.StoreStats
+	(*CertificateDelivery)(nil),   // 9: orbit.connector.v1.CertificateDelivery
+	(*LinkError)(nil),             // 10: orbit.connector.v1.LinkError
+	nil,                           // 11: orbit.connector.v1.Register.LabelsEntry
+	(*v1.Carrier)(nil),            // 12: orbit.context.v1.Carrier
+	(*v11.ResultFrame)(nil),       // 13: orbit.query.v1.ResultFrame
+	(*v11.ResultFrames)(nil),      // 14: orbit.query.v1.ResultFrames
+	(*v11.QueryRequest)(nil),      // 15: orbit.query.v1.QueryRequest
+	(*v11.Credit)(nil),            // 16: orbit.query.v1.Credit
+	(*v11.Cancel)(nil),            // 17: orbit.query.v1.Cancel
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_orbit_connector_v1_link_proto_depIdxs = []int32{
-	11, // 0: orbit.connector.v1.ConnectRequest.context:type_name -> orbit.context.v1.Carrier
-	4,  // 1: orbit.connector.v1.ConnectRequest.register:type_name -> orbit.connector.v1.Register
-	6,  // 2: orbit.connector.v1.ConnectRequest.heartbeat:type_name -> orbit.connector.v1.Heartbeat
-	12, // 3: orbit.connector.v1.ConnectRequest.result:type_name -> orbit.query.v1.ResultFrame
-	13, // 4: orbit.connector.v1.ConnectRequest.results:type_name -> orbit.query.v1.ResultFrames
-	11, // 5: orbit.connector.v1.ConnectResponse.context:type_name -> orbit.context.v1.Carrier
-	5,  // 6: orbit.connector.v1.ConnectResponse.registered:type_name -> orbit.connector.v1.Registered
-	14, // 7: orbit.connector.v1.ConnectResponse.query:type_name -> orbit.query.v1.QueryRequest
-	15, // 8: orbit.connector.v1.ConnectResponse.credit:type_name -> orbit.query.v1.Credit
-	16, // 9: orbit.connector.v1.ConnectResponse.cancel:type_name -> orbit.query.v1.Cancel
-	8,  // 10: orbit.connector.v1.ConnectResponse.certificate:type_name -> orbit.connector.v1.CertificateDelivery
-	9,  // 11: orbit.connector.v1.ConnectResponse.error:type_name -> orbit.connector.v1.LinkError
-	10, // 12: orbit.connector.v1.Register.labels:type_name -> orbit.connector.v1.Register.LabelsEntry
-	0,  // 13: orbit.connector.v1.Heartbeat.health:type_name -> orbit.connector.v1.Health
-	7,  // 14: orbit.connector.v1.Heartbeat.store:type_name -> orbit.connector.v1.StoreStats
-	17, // 15: orbit.connector.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	17, // 16: orbit.connector.v1.StoreStats.oldest:type_name -> google.protobuf.Timestamp
-	17, // 17: orbit.connector.v1.StoreStats.newest:type_name -> google.protobuf.Timestamp
-	17, // 18: orbit.connector.v1.CertificateDelivery.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 19: orbit.connector.v1.LinkError.code:type_name -> orbit.connector.v1.LinkErrorCode
-	2,  // 20: orbit.connector.v1.LinkService.Connect:input_type -> orbit.connector.v1.ConnectRequest
-	3,  // 21: orbit.connector.v1.LinkService.Connect:output_type -> orbit.connector.v1.ConnectResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 0: orbit.connector.v1.ConnectRequest.context:type_name -> orbit.context.v1.Carrier
+	5,  // 1: orbit.connector.v1.ConnectRequest.register:type_name -> orbit.connector.v1.Register
+	7,  // 2: orbit.connector.v1.ConnectRequest.heartbeat:type_name -> orbit.connector.v1.Heartbeat
+	13, // 3: orbit.connector.v1.ConnectRequest.result:type_name -> orbit.query.v1.ResultFrame
+	14, // 4: orbit.connector.v1.ConnectRequest.results:type_name -> orbit.query.v1.ResultFrames
+	3,  // 5: orbit.connector.v1.ConnectRequest.renew:type_name -> orbit.connector.v1.RenewCertificate
+	12, // 6: orbit.connector.v1.ConnectResponse.context:type_name -> orbit.context.v1.Carrier
+	6,  // 7: orbit.connector.v1.ConnectResponse.registered:type_name -> orbit.connector.v1.Registered
+	15, // 8: orbit.connector.v1.ConnectResponse.query:type_name -> orbit.query.v1.QueryRequest
+	16, // 9: orbit.connector.v1.ConnectResponse.credit:type_name -> orbit.query.v1.Credit
+	17, // 10: orbit.connector.v1.ConnectResponse.cancel:type_name -> orbit.query.v1.Cancel
+	9,  // 11: orbit.connector.v1.ConnectResponse.certificate:type_name -> orbit.connector.v1.CertificateDelivery
+	10, // 12: orbit.connector.v1.ConnectResponse.error:type_name -> orbit.connector.v1.LinkError
+	11, // 13: orbit.connector.v1.Register.labels:type_name -> orbit.connector.v1.Register.LabelsEntry
+	0,  // 14: orbit.connector.v1.Heartbeat.health:type_name -> orbit.connector.v1.Health
+	8,  // 15: orbit.connector.v1.Heartbeat.store:type_name -> orbit.connector.v1.StoreStats
+	18, // 16: orbit.connector.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 17: orbit.connector.v1.Heartbeat.cert_not_after:type_name -> google.protobuf.Timestamp
+	18, // 18: orbit.connector.v1.StoreStats.oldest:type_name -> google.protobuf.Timestamp
+	18, // 19: orbit.connector.v1.StoreStats.newest:type_name -> google.protobuf.Timestamp
+	18, // 20: orbit.connector.v1.CertificateDelivery.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 21: orbit.connector.v1.LinkError.code:type_name -> orbit.connector.v1.LinkErrorCode
+	2,  // 22: orbit.connector.v1.LinkService.Connect:input_type -> orbit.connector.v1.ConnectRequest
+	4,  // 23: orbit.connector.v1.LinkService.Connect:output_type -> orbit.connector.v1.ConnectResponse
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_orbit_connector_v1_link_proto_init() }
@@ -1008,8 +1121,9 @@ func file_orbit_connector_v1_link_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Result)(nil),
 		(*ConnectRequest_Results)(nil),
+		(*ConnectRequest_Renew)(nil),
 	}
-	file_orbit_connector_v1_link_proto_msgTypes[1].OneofWrappers = []any{
+	file_orbit_connector_v1_link_proto_msgTypes[2].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_Query)(nil),
 		(*ConnectResponse_Credit)(nil),
@@ -1023,7 +1137,7 @@ func file_orbit_connector_v1_link_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_connector_v1_link_proto_rawDesc), len(file_orbit_connector_v1_link_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

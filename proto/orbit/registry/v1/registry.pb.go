@@ -130,6 +130,103 @@ func (WatchEventType) EnumDescriptor() ([]byte, []int) {
 	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
+type DeleteSatelliteRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// ID or name.
+	Satellite     string `protobuf:"bytes,2,opt,name=satellite,proto3" json:"satellite,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSatelliteRequest) Reset() {
+	*x = DeleteSatelliteRequest{}
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSatelliteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSatelliteRequest) ProtoMessage() {}
+
+func (x *DeleteSatelliteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSatelliteRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSatelliteRequest) Descriptor() ([]byte, []int) {
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeleteSatelliteRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteSatelliteRequest) GetSatellite() string {
+	if x != nil {
+		return x.Satellite
+	}
+	return ""
+}
+
+type DeleteSatelliteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Satellite     *Satellite             `protobuf:"bytes,1,opt,name=satellite,proto3" json:"satellite,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSatelliteResponse) Reset() {
+	*x = DeleteSatelliteResponse{}
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSatelliteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSatelliteResponse) ProtoMessage() {}
+
+func (x *DeleteSatelliteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSatelliteResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSatelliteResponse) Descriptor() ([]byte, []int) {
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeleteSatelliteResponse) GetSatellite() *Satellite {
+	if x != nil {
+		return x.Satellite
+	}
+	return nil
+}
+
 type Satellite struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -160,7 +257,7 @@ type Satellite struct {
 
 func (x *Satellite) Reset() {
 	*x = Satellite{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[0]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +269,7 @@ func (x *Satellite) String() string {
 func (*Satellite) ProtoMessage() {}
 
 func (x *Satellite) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[0]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +282,7 @@ func (x *Satellite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Satellite.ProtoReflect.Descriptor instead.
 func (*Satellite) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{0}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Satellite) GetId() string {
@@ -329,7 +426,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +438,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +451,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterRequest) GetTenantId() string {
@@ -417,7 +514,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +526,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +539,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterResponse) GetSatellite() *Satellite {
@@ -460,22 +557,25 @@ func (x *RegisterResponse) GetCreated() bool {
 }
 
 type SatelliteHeartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SatelliteId   string                 `protobuf:"bytes,1,opt,name=satellite_id,json=satelliteId,proto3" json:"satellite_id,omitempty"`
-	Degraded      bool                   `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
-	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
-	StoreRows     int64                  `protobuf:"varint,5,opt,name=store_rows,json=storeRows,proto3" json:"store_rows,omitempty"`
-	StoreBytes    int64                  `protobuf:"varint,6,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
-	SentAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
-	Detail        string                 `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SatelliteId string                 `protobuf:"bytes,1,opt,name=satellite_id,json=satelliteId,proto3" json:"satellite_id,omitempty"`
+	Degraded    bool                   `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	Address     string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Version     string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	StoreRows   int64                  `protobuf:"varint,5,opt,name=store_rows,json=storeRows,proto3" json:"store_rows,omitempty"`
+	StoreBytes  int64                  `protobuf:"varint,6,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
+	SentAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	Detail      string                 `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The direct-mode certificate the satellite serves, if it has one.
+	DnsName       string                 `protobuf:"bytes,9,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	CertNotAfter  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=cert_not_after,json=certNotAfter,proto3" json:"cert_not_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SatelliteHeartbeat) Reset() {
 	*x = SatelliteHeartbeat{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +587,7 @@ func (x *SatelliteHeartbeat) String() string {
 func (*SatelliteHeartbeat) ProtoMessage() {}
 
 func (x *SatelliteHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +600,7 @@ func (x *SatelliteHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SatelliteHeartbeat.ProtoReflect.Descriptor instead.
 func (*SatelliteHeartbeat) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SatelliteHeartbeat) GetSatelliteId() string {
@@ -559,6 +659,20 @@ func (x *SatelliteHeartbeat) GetDetail() string {
 	return ""
 }
 
+func (x *SatelliteHeartbeat) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *SatelliteHeartbeat) GetCertNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertNotAfter
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ConnectorId   string                 `protobuf:"bytes,1,opt,name=connector_id,json=connectorId,proto3" json:"connector_id,omitempty"`
@@ -569,7 +683,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +695,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +708,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeartbeatRequest) GetConnectorId() string {
@@ -621,7 +735,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +747,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +760,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatResponse) GetUnknownIds() []string {
@@ -666,7 +780,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +792,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +805,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DisconnectRequest) GetConnectorId() string {
@@ -716,7 +830,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +842,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +855,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 type GetSatelliteRequest struct {
@@ -755,7 +869,7 @@ type GetSatelliteRequest struct {
 
 func (x *GetSatelliteRequest) Reset() {
 	*x = GetSatelliteRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +881,7 @@ func (x *GetSatelliteRequest) String() string {
 func (*GetSatelliteRequest) ProtoMessage() {}
 
 func (x *GetSatelliteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +894,7 @@ func (x *GetSatelliteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSatelliteRequest.ProtoReflect.Descriptor instead.
 func (*GetSatelliteRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetSatelliteRequest) GetTenantId() string {
@@ -806,7 +920,7 @@ type GetSatelliteResponse struct {
 
 func (x *GetSatelliteResponse) Reset() {
 	*x = GetSatelliteResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +932,7 @@ func (x *GetSatelliteResponse) String() string {
 func (*GetSatelliteResponse) ProtoMessage() {}
 
 func (x *GetSatelliteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +945,7 @@ func (x *GetSatelliteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSatelliteResponse.ProtoReflect.Descriptor instead.
 func (*GetSatelliteResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetSatelliteResponse) GetSatellite() *Satellite {
@@ -855,7 +969,7 @@ type ListSatellitesRequest struct {
 
 func (x *ListSatellitesRequest) Reset() {
 	*x = ListSatellitesRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +981,7 @@ func (x *ListSatellitesRequest) String() string {
 func (*ListSatellitesRequest) ProtoMessage() {}
 
 func (x *ListSatellitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +994,7 @@ func (x *ListSatellitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSatellitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSatellitesRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListSatellitesRequest) GetTenantId() string {
@@ -928,7 +1042,7 @@ type ListSatellitesResponse struct {
 
 func (x *ListSatellitesResponse) Reset() {
 	*x = ListSatellitesResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1054,7 @@ func (x *ListSatellitesResponse) String() string {
 func (*ListSatellitesResponse) ProtoMessage() {}
 
 func (x *ListSatellitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1067,7 @@ func (x *ListSatellitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSatellitesResponse.ProtoReflect.Descriptor instead.
 func (*ListSatellitesResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSatellitesResponse) GetSatellites() []*Satellite {
@@ -980,7 +1094,7 @@ type WatchSatellitesRequest struct {
 
 func (x *WatchSatellitesRequest) Reset() {
 	*x = WatchSatellitesRequest{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1106,7 @@ func (x *WatchSatellitesRequest) String() string {
 func (*WatchSatellitesRequest) ProtoMessage() {}
 
 func (x *WatchSatellitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1119,7 @@ func (x *WatchSatellitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSatellitesRequest.ProtoReflect.Descriptor instead.
 func (*WatchSatellitesRequest) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchSatellitesRequest) GetTenantId() string {
@@ -1032,7 +1146,7 @@ type WatchSatellitesResponse struct {
 
 func (x *WatchSatellitesResponse) Reset() {
 	*x = WatchSatellitesResponse{}
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1158,7 @@ func (x *WatchSatellitesResponse) String() string {
 func (*WatchSatellitesResponse) ProtoMessage() {}
 
 func (x *WatchSatellitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orbit_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_orbit_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1171,7 @@ func (x *WatchSatellitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSatellitesResponse.ProtoReflect.Descriptor instead.
 func (*WatchSatellitesResponse) Descriptor() ([]byte, []int) {
-	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_orbit_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchSatellitesResponse) GetType() WatchEventType {
@@ -1078,7 +1192,12 @@ var File_orbit_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	" orbit/registry/v1/registry.proto\x12\x11orbit.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x05\n" +
+	" orbit/registry/v1/registry.proto\x12\x11orbit.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
+	"\x16DeleteSatelliteRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1c\n" +
+	"\tsatellite\x18\x02 \x01(\tR\tsatellite\"U\n" +
+	"\x17DeleteSatelliteResponse\x12:\n" +
+	"\tsatellite\x18\x01 \x01(\v2\x1c.orbit.registry.v1.SatelliteR\tsatellite\"\xff\x05\n" +
 	"\tSatellite\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1a\n" +
@@ -1117,7 +1236,7 @@ const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x10RegisterResponse\x12:\n" +
 	"\tsatellite\x18\x01 \x01(\v2\x1c.orbit.registry.v1.SatelliteR\tsatellite\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"\x94\x02\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"\xf1\x02\n" +
 	"\x12SatelliteHeartbeat\x12!\n" +
 	"\fsatellite_id\x18\x01 \x01(\tR\vsatelliteId\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x12\x18\n" +
@@ -1128,7 +1247,10 @@ const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\vstore_bytes\x18\x06 \x01(\x03R\n" +
 	"storeBytes\x123\n" +
 	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x16\n" +
-	"\x06detail\x18\b \x01(\tR\x06detail\"|\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\x12\x19\n" +
+	"\bdns_name\x18\t \x01(\tR\adnsName\x12@\n" +
+	"\x0ecert_not_after\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\"|\n" +
 	"\x10HeartbeatRequest\x12!\n" +
 	"\fconnector_id\x18\x01 \x01(\tR\vconnectorId\x12E\n" +
 	"\n" +
@@ -1179,7 +1301,7 @@ const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_EXISTING\x10\x01\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_UPSERTED\x10\x02\x12\x1c\n" +
-	"\x18WATCH_EVENT_TYPE_DELETED\x10\x032\xcd\x04\n" +
+	"\x18WATCH_EVENT_TYPE_DELETED\x10\x032\xb7\x05\n" +
 	"\x0fRegistryService\x12S\n" +
 	"\bRegister\x12\".orbit.registry.v1.RegisterRequest\x1a#.orbit.registry.v1.RegisterResponse\x12V\n" +
 	"\tHeartbeat\x12#.orbit.registry.v1.HeartbeatRequest\x1a$.orbit.registry.v1.HeartbeatResponse\x12Y\n" +
@@ -1187,7 +1309,8 @@ const file_orbit_registry_v1_registry_proto_rawDesc = "" +
 	"Disconnect\x12$.orbit.registry.v1.DisconnectRequest\x1a%.orbit.registry.v1.DisconnectResponse\x12_\n" +
 	"\fGetSatellite\x12&.orbit.registry.v1.GetSatelliteRequest\x1a'.orbit.registry.v1.GetSatelliteResponse\x12e\n" +
 	"\x0eListSatellites\x12(.orbit.registry.v1.ListSatellitesRequest\x1a).orbit.registry.v1.ListSatellitesResponse\x12j\n" +
-	"\x0fWatchSatellites\x12).orbit.registry.v1.WatchSatellitesRequest\x1a*.orbit.registry.v1.WatchSatellitesResponse0\x01B\xcc\x01\n" +
+	"\x0fWatchSatellites\x12).orbit.registry.v1.WatchSatellitesRequest\x1a*.orbit.registry.v1.WatchSatellitesResponse0\x01\x12h\n" +
+	"\x0fDeleteSatellite\x12).orbit.registry.v1.DeleteSatelliteRequest\x1a*.orbit.registry.v1.DeleteSatelliteResponseB\xcc\x01\n" +
 	"\x15com.orbit.registry.v1B\rRegistryProtoP\x01Z>github.com/orbitplane/orbit/proto/orbit/registry/v1;registryv1\xa2\x02\x03ORX\xaa\x02\x11Orbit.Registry.V1\xca\x02\x11Orbit\\Registry\\V1\xe2\x02\x1dOrbit\\Registry\\V1\\GPBMetadata\xea\x02\x13Orbit::Registry::V1b\x06proto3"
 
 var (
@@ -1203,64 +1326,70 @@ func file_orbit_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_orbit_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orbit_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_orbit_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_orbit_registry_v1_registry_proto_goTypes = []any{
 	(SatelliteStatus)(0),            // 0: orbit.registry.v1.SatelliteStatus
 	(WatchEventType)(0),             // 1: orbit.registry.v1.WatchEventType
-	(*Satellite)(nil),               // 2: orbit.registry.v1.Satellite
-	(*RegisterRequest)(nil),         // 3: orbit.registry.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 4: orbit.registry.v1.RegisterResponse
-	(*SatelliteHeartbeat)(nil),      // 5: orbit.registry.v1.SatelliteHeartbeat
-	(*HeartbeatRequest)(nil),        // 6: orbit.registry.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 7: orbit.registry.v1.HeartbeatResponse
-	(*DisconnectRequest)(nil),       // 8: orbit.registry.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),      // 9: orbit.registry.v1.DisconnectResponse
-	(*GetSatelliteRequest)(nil),     // 10: orbit.registry.v1.GetSatelliteRequest
-	(*GetSatelliteResponse)(nil),    // 11: orbit.registry.v1.GetSatelliteResponse
-	(*ListSatellitesRequest)(nil),   // 12: orbit.registry.v1.ListSatellitesRequest
-	(*ListSatellitesResponse)(nil),  // 13: orbit.registry.v1.ListSatellitesResponse
-	(*WatchSatellitesRequest)(nil),  // 14: orbit.registry.v1.WatchSatellitesRequest
-	(*WatchSatellitesResponse)(nil), // 15: orbit.registry.v1.WatchSatellitesResponse
-	nil,                             // 16: orbit.registry.v1.Satellite.LabelsEntry
-	nil,                             // 17: orbit.registry.v1.RegisterRequest.LabelsEntry
-	nil,                             // 18: orbit.registry.v1.ListSatellitesRequest.MatchLabelsEntry
-	nil,                             // 19: orbit.registry.v1.WatchSatellitesRequest.MatchLabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
+	(*DeleteSatelliteRequest)(nil),  // 2: orbit.registry.v1.DeleteSatelliteRequest
+	(*DeleteSatelliteResponse)(nil), // 3: orbit.registry.v1.DeleteSatelliteResponse
+	(*Satellite)(nil),               // 4: orbit.registry.v1.Satellite
+	(*RegisterRequest)(nil),         // 5: orbit.registry.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 6: orbit.registry.v1.RegisterResponse
+	(*SatelliteHeartbeat)(nil),      // 7: orbit.registry.v1.SatelliteHeartbeat
+	(*HeartbeatRequest)(nil),        // 8: orbit.registry.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 9: orbit.registry.v1.HeartbeatResponse
+	(*DisconnectRequest)(nil),       // 10: orbit.registry.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),      // 11: orbit.registry.v1.DisconnectResponse
+	(*GetSatelliteRequest)(nil),     // 12: orbit.registry.v1.GetSatelliteRequest
+	(*GetSatelliteResponse)(nil),    // 13: orbit.registry.v1.GetSatelliteResponse
+	(*ListSatellitesRequest)(nil),   // 14: orbit.registry.v1.ListSatellitesRequest
+	(*ListSatellitesResponse)(nil),  // 15: orbit.registry.v1.ListSatellitesResponse
+	(*WatchSatellitesRequest)(nil),  // 16: orbit.registry.v1.WatchSatellitesRequest
+	(*WatchSatellitesResponse)(nil), // 17: orbit.registry.v1.WatchSatellitesResponse
+	nil,                             // 18: orbit.registry.v1.Satellite.LabelsEntry
+	nil,                             // 19: orbit.registry.v1.RegisterRequest.LabelsEntry
+	nil,                             // 20: orbit.registry.v1.ListSatellitesRequest.MatchLabelsEntry
+	nil,                             // 21: orbit.registry.v1.WatchSatellitesRequest.MatchLabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
 }
 var file_orbit_registry_v1_registry_proto_depIdxs = []int32{
-	16, // 0: orbit.registry.v1.Satellite.labels:type_name -> orbit.registry.v1.Satellite.LabelsEntry
-	0,  // 1: orbit.registry.v1.Satellite.status:type_name -> orbit.registry.v1.SatelliteStatus
-	20, // 2: orbit.registry.v1.Satellite.last_heartbeat:type_name -> google.protobuf.Timestamp
-	20, // 3: orbit.registry.v1.Satellite.registered_at:type_name -> google.protobuf.Timestamp
-	20, // 4: orbit.registry.v1.Satellite.cert_not_after:type_name -> google.protobuf.Timestamp
-	17, // 5: orbit.registry.v1.RegisterRequest.labels:type_name -> orbit.registry.v1.RegisterRequest.LabelsEntry
-	2,  // 6: orbit.registry.v1.RegisterResponse.satellite:type_name -> orbit.registry.v1.Satellite
-	20, // 7: orbit.registry.v1.SatelliteHeartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	5,  // 8: orbit.registry.v1.HeartbeatRequest.heartbeats:type_name -> orbit.registry.v1.SatelliteHeartbeat
-	2,  // 9: orbit.registry.v1.GetSatelliteResponse.satellite:type_name -> orbit.registry.v1.Satellite
-	18, // 10: orbit.registry.v1.ListSatellitesRequest.match_labels:type_name -> orbit.registry.v1.ListSatellitesRequest.MatchLabelsEntry
-	0,  // 11: orbit.registry.v1.ListSatellitesRequest.statuses:type_name -> orbit.registry.v1.SatelliteStatus
-	2,  // 12: orbit.registry.v1.ListSatellitesResponse.satellites:type_name -> orbit.registry.v1.Satellite
-	19, // 13: orbit.registry.v1.WatchSatellitesRequest.match_labels:type_name -> orbit.registry.v1.WatchSatellitesRequest.MatchLabelsEntry
-	1,  // 14: orbit.registry.v1.WatchSatellitesResponse.type:type_name -> orbit.registry.v1.WatchEventType
-	2,  // 15: orbit.registry.v1.WatchSatellitesResponse.satellite:type_name -> orbit.registry.v1.Satellite
-	3,  // 16: orbit.registry.v1.RegistryService.Register:input_type -> orbit.registry.v1.RegisterRequest
-	6,  // 17: orbit.registry.v1.RegistryService.Heartbeat:input_type -> orbit.registry.v1.HeartbeatRequest
-	8,  // 18: orbit.registry.v1.RegistryService.Disconnect:input_type -> orbit.registry.v1.DisconnectRequest
-	10, // 19: orbit.registry.v1.RegistryService.GetSatellite:input_type -> orbit.registry.v1.GetSatelliteRequest
-	12, // 20: orbit.registry.v1.RegistryService.ListSatellites:input_type -> orbit.registry.v1.ListSatellitesRequest
-	14, // 21: orbit.registry.v1.RegistryService.WatchSatellites:input_type -> orbit.registry.v1.WatchSatellitesRequest
-	4,  // 22: orbit.registry.v1.RegistryService.Register:output_type -> orbit.registry.v1.RegisterResponse
-	7,  // 23: orbit.registry.v1.RegistryService.Heartbeat:output_type -> orbit.registry.v1.HeartbeatResponse
-	9,  // 24: orbit.registry.v1.RegistryService.Disconnect:output_type -> orbit.registry.v1.DisconnectResponse
-	11, // 25: orbit.registry.v1.RegistryService.GetSatellite:output_type -> orbit.registry.v1.GetSatelliteResponse
-	13, // 26: orbit.registry.v1.RegistryService.ListSatellites:output_type -> orbit.registry.v1.ListSatellitesResponse
-	15, // 27: orbit.registry.v1.RegistryService.WatchSatellites:output_type -> orbit.registry.v1.WatchSatellitesResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: orbit.registry.v1.DeleteSatelliteResponse.satellite:type_name -> orbit.registry.v1.Satellite
+	18, // 1: orbit.registry.v1.Satellite.labels:type_name -> orbit.registry.v1.Satellite.LabelsEntry
+	0,  // 2: orbit.registry.v1.Satellite.status:type_name -> orbit.registry.v1.SatelliteStatus
+	22, // 3: orbit.registry.v1.Satellite.last_heartbeat:type_name -> google.protobuf.Timestamp
+	22, // 4: orbit.registry.v1.Satellite.registered_at:type_name -> google.protobuf.Timestamp
+	22, // 5: orbit.registry.v1.Satellite.cert_not_after:type_name -> google.protobuf.Timestamp
+	19, // 6: orbit.registry.v1.RegisterRequest.labels:type_name -> orbit.registry.v1.RegisterRequest.LabelsEntry
+	4,  // 7: orbit.registry.v1.RegisterResponse.satellite:type_name -> orbit.registry.v1.Satellite
+	22, // 8: orbit.registry.v1.SatelliteHeartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	22, // 9: orbit.registry.v1.SatelliteHeartbeat.cert_not_after:type_name -> google.protobuf.Timestamp
+	7,  // 10: orbit.registry.v1.HeartbeatRequest.heartbeats:type_name -> orbit.registry.v1.SatelliteHeartbeat
+	4,  // 11: orbit.registry.v1.GetSatelliteResponse.satellite:type_name -> orbit.registry.v1.Satellite
+	20, // 12: orbit.registry.v1.ListSatellitesRequest.match_labels:type_name -> orbit.registry.v1.ListSatellitesRequest.MatchLabelsEntry
+	0,  // 13: orbit.registry.v1.ListSatellitesRequest.statuses:type_name -> orbit.registry.v1.SatelliteStatus
+	4,  // 14: orbit.registry.v1.ListSatellitesResponse.satellites:type_name -> orbit.registry.v1.Satellite
+	21, // 15: orbit.registry.v1.WatchSatellitesRequest.match_labels:type_name -> orbit.registry.v1.WatchSatellitesRequest.MatchLabelsEntry
+	1,  // 16: orbit.registry.v1.WatchSatellitesResponse.type:type_name -> orbit.registry.v1.WatchEventType
+	4,  // 17: orbit.registry.v1.WatchSatellitesResponse.satellite:type_name -> orbit.registry.v1.Satellite
+	5,  // 18: orbit.registry.v1.RegistryService.Register:input_type -> orbit.registry.v1.RegisterRequest
+	8,  // 19: orbit.registry.v1.RegistryService.Heartbeat:input_type -> orbit.registry.v1.HeartbeatRequest
+	10, // 20: orbit.registry.v1.RegistryService.Disconnect:input_type -> orbit.registry.v1.DisconnectRequest
+	12, // 21: orbit.registry.v1.RegistryService.GetSatellite:input_type -> orbit.registry.v1.GetSatelliteRequest
+	14, // 22: orbit.registry.v1.RegistryService.ListSatellites:input_type -> orbit.registry.v1.ListSatellitesRequest
+	16, // 23: orbit.registry.v1.RegistryService.WatchSatellites:input_type -> orbit.registry.v1.WatchSatellitesRequest
+	2,  // 24: orbit.registry.v1.RegistryService.DeleteSatellite:input_type -> orbit.registry.v1.DeleteSatelliteRequest
+	6,  // 25: orbit.registry.v1.RegistryService.Register:output_type -> orbit.registry.v1.RegisterResponse
+	9,  // 26: orbit.registry.v1.RegistryService.Heartbeat:output_type -> orbit.registry.v1.HeartbeatResponse
+	11, // 27: orbit.registry.v1.RegistryService.Disconnect:output_type -> orbit.registry.v1.DisconnectResponse
+	13, // 28: orbit.registry.v1.RegistryService.GetSatellite:output_type -> orbit.registry.v1.GetSatelliteResponse
+	15, // 29: orbit.registry.v1.RegistryService.ListSatellites:output_type -> orbit.registry.v1.ListSatellitesResponse
+	17, // 30: orbit.registry.v1.RegistryService.WatchSatellites:output_type -> orbit.registry.v1.WatchSatellitesResponse
+	3,  // 31: orbit.registry.v1.RegistryService.DeleteSatellite:output_type -> orbit.registry.v1.DeleteSatelliteResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_orbit_registry_v1_registry_proto_init() }
@@ -1274,7 +1403,7 @@ func file_orbit_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_registry_v1_registry_proto_rawDesc), len(file_orbit_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

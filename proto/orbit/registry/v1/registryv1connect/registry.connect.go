@@ -53,6 +53,9 @@ const (
 	// RegistryServiceWatchSatellitesProcedure is the fully-qualified name of the RegistryService's
 	// WatchSatellites RPC.
 	RegistryServiceWatchSatellitesProcedure = "/orbit.registry.v1.RegistryService/WatchSatellites"
+	// RegistryServiceDeleteSatelliteProcedure is the fully-qualified name of the RegistryService's
+	// DeleteSatellite RPC.
+	RegistryServiceDeleteSatelliteProcedure = "/orbit.registry.v1.RegistryService/DeleteSatellite"
 )
 
 // RegistryServiceClient is a client for the orbit.registry.v1.RegistryService service.
@@ -68,6 +71,11 @@ type RegistryServiceClient interface {
 	ListSatellites(context.Context, *connect.Request[v1.ListSatellitesRequest]) (*connect.Response[v1.ListSatellitesResponse], error)
 	// WatchSatellites sends the current state, then every change.
 	WatchSatellites(context.Context, *connect.Request[v1.WatchSatellitesRequest]) (*connect.ServerStreamForClient[v1.WatchSatellitesResponse], error)
+	// DeleteSatellite forgets a satellite: its record and identity go, its
+	// link is closed, and certdns releases (revokes) its certificate and
+	// removes its DNS name. A satellite still running enrols again as a new
+	// one unless its deploy key is revoked too.
+	DeleteSatellite(context.Context, *connect.Request[v1.DeleteSatelliteRequest]) (*connect.Response[v1.DeleteSatelliteResponse], error)
 }
 
 // NewRegistryServiceClient constructs a client for the orbit.registry.v1.RegistryService service.
@@ -117,6 +125,12 @@ func NewRegistryServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(registryServiceMethods.ByName("WatchSatellites")),
 			connect.WithClientOptions(opts...),
 		),
+		deleteSatellite: connect.NewClient[v1.DeleteSatelliteRequest, v1.DeleteSatelliteResponse](
+			httpClient,
+			baseURL+RegistryServiceDeleteSatelliteProcedure,
+			connect.WithSchema(registryServiceMethods.ByName("DeleteSatellite")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -128,6 +142,7 @@ type registryServiceClient struct {
 	getSatellite    *connect.Client[v1.GetSatelliteRequest, v1.GetSatelliteResponse]
 	listSatellites  *connect.Client[v1.ListSatellitesRequest, v1.ListSatellitesResponse]
 	watchSatellites *connect.Client[v1.WatchSatellitesRequest, v1.WatchSatellitesResponse]
+	deleteSatellite *connect.Client[v1.DeleteSatelliteRequest, v1.DeleteSatelliteResponse]
 }
 
 // Register calls orbit.registry.v1.RegistryService.Register.
@@ -160,6 +175,11 @@ func (c *registryServiceClient) WatchSatellites(ctx context.Context, req *connec
 	return c.watchSatellites.CallServerStream(ctx, req)
 }
 
+// DeleteSatellite calls orbit.registry.v1.RegistryService.DeleteSatellite.
+func (c *registryServiceClient) DeleteSatellite(ctx context.Context, req *connect.Request[v1.DeleteSatelliteRequest]) (*connect.Response[v1.DeleteSatelliteResponse], error) {
+	return c.deleteSatellite.CallUnary(ctx, req)
+}
+
 // RegistryServiceHandler is an implementation of the orbit.registry.v1.RegistryService service.
 type RegistryServiceHandler interface {
 	// Register assigns an ID, idempotent by (tenant, identity).
@@ -173,6 +193,11 @@ type RegistryServiceHandler interface {
 	ListSatellites(context.Context, *connect.Request[v1.ListSatellitesRequest]) (*connect.Response[v1.ListSatellitesResponse], error)
 	// WatchSatellites sends the current state, then every change.
 	WatchSatellites(context.Context, *connect.Request[v1.WatchSatellitesRequest], *connect.ServerStream[v1.WatchSatellitesResponse]) error
+	// DeleteSatellite forgets a satellite: its record and identity go, its
+	// link is closed, and certdns releases (revokes) its certificate and
+	// removes its DNS name. A satellite still running enrols again as a new
+	// one unless its deploy key is revoked too.
+	DeleteSatellite(context.Context, *connect.Request[v1.DeleteSatelliteRequest]) (*connect.Response[v1.DeleteSatelliteResponse], error)
 }
 
 // NewRegistryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -218,6 +243,12 @@ func NewRegistryServiceHandler(svc RegistryServiceHandler, opts ...connect.Handl
 		connect.WithSchema(registryServiceMethods.ByName("WatchSatellites")),
 		connect.WithHandlerOptions(opts...),
 	)
+	registryServiceDeleteSatelliteHandler := connect.NewUnaryHandler(
+		RegistryServiceDeleteSatelliteProcedure,
+		svc.DeleteSatellite,
+		connect.WithSchema(registryServiceMethods.ByName("DeleteSatellite")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/orbit.registry.v1.RegistryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RegistryServiceRegisterProcedure:
@@ -232,6 +263,8 @@ func NewRegistryServiceHandler(svc RegistryServiceHandler, opts ...connect.Handl
 			registryServiceListSatellitesHandler.ServeHTTP(w, r)
 		case RegistryServiceWatchSatellitesProcedure:
 			registryServiceWatchSatellitesHandler.ServeHTTP(w, r)
+		case RegistryServiceDeleteSatelliteProcedure:
+			registryServiceDeleteSatelliteHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -263,4 +296,8 @@ func (UnimplementedRegistryServiceHandler) ListSatellites(context.Context, *conn
 
 func (UnimplementedRegistryServiceHandler) WatchSatellites(context.Context, *connect.Request[v1.WatchSatellitesRequest], *connect.ServerStream[v1.WatchSatellitesResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("orbit.registry.v1.RegistryService.WatchSatellites is not implemented"))
+}
+
+func (UnimplementedRegistryServiceHandler) DeleteSatellite(context.Context, *connect.Request[v1.DeleteSatelliteRequest]) (*connect.Response[v1.DeleteSatelliteResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.registry.v1.RegistryService.DeleteSatellite is not implemented"))
 }

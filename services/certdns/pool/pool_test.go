@@ -14,8 +14,8 @@ import (
 	"github.com/orbitplane/orbit/libs/testing/testetcd"
 	"github.com/orbitplane/orbit/libs/testing/testwait"
 	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
-	"github.com/orbitplane/orbit/services/certdns/internal/pki"
-	"github.com/orbitplane/orbit/services/certdns/internal/pool"
+	"github.com/orbitplane/orbit/services/certdns/pki"
+	"github.com/orbitplane/orbit/services/certdns/pool"
 )
 
 const domain = "orbit.test"

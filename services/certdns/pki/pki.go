@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"strings"
 	"time"
 
@@ -151,8 +152,15 @@ type Issued struct {
 	NotBefore time.Time
 }
 
-// Issue signs a server certificate for one name under the CA's zone.
+// Issue signs a certificate for one name under the CA's zone, good for
+// serving (direct mode) and for mutual TLS as a client (the satellite link).
 func (ca *CA) Issue(dnsName string, lifetime time.Duration) (Issued, error) {
+	return ca.IssueFor(dnsName, nil, lifetime)
+}
+
+// IssueFor is Issue with IP addresses too (a service reached by IP, such as
+// a connector on loopback in orbit dev).
+func (ca *CA) IssueFor(dnsName string, ips []net.IP, lifetime time.Duration) (Issued, error) {
 	for _, zone := range ca.Cert.PermittedDNSDomains {
 		if !strings.HasSuffix(dnsName, "."+zone) {
 			return Issued{}, fmt.Errorf("pki: %s is outside the CA's zone %s", dnsName, zone)
@@ -171,7 +179,8 @@ func (ca *CA) Issue(dnsName string, lifetime time.Duration) (Issued, error) {
 		NotBefore:    now.Add(-5 * time.Minute), // clock skew
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -191,4 +200,25 @@ func (ca *CA) Issue(dnsName string, lifetime time.Duration) (Issued, error) {
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n.Add(n, big.NewInt(1))
+}
+
+// Revoked names one revoked certificate for a CRL.
+type Revoked struct {
+	Serial    string // hex, as Issued.Serial
+	RevokedAt time.Time
+}
+
+// CRL signs a certificate revocation list (DER) of the given certificates,
+// valid for validity.
+func (ca *CA) CRL(revoked []Revoked, number int64, validity time.Duration) ([]byte, error) {
+	now := time.Now()
+	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(validity)}
+	for _, r := range revoked {
+		sn, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			continue
+		}
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: sn, RevocationTime: r.RevokedAt})
+	}
+	return x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.key)
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -23,7 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
-	"github.com/orbitplane/orbit/services/certdns/internal/pki"
+	"github.com/orbitplane/orbit/services/certdns/pki"
 )
 
 // Key layout in the region's etcd.
@@ -31,6 +32,9 @@ const (
 	Prefix         = "/orbit/certdns/v1/"
 	PoolPrefix     = Prefix + "pool/"
 	AssignedPrefix = Prefix + "assigned/"
+	// RevokedPrefix + <serial> holds a revoked certificate's Revocation
+	// (kept until the certificate would have expired).
+	RevokedPrefix = Prefix + "revoked/"
 )
 
 // Limits (docs/limits.md).
@@ -62,6 +66,8 @@ type Metrics struct {
 	Assignments *prometheus.CounterVec // source: pool, spot, existing
 	AssignTime  prometheus.Histogram
 	Dry         prometheus.Counter
+	Renewals    prometheus.Counter
+	Releases    prometheus.Counter
 }
 
 // NewMetrics makes the pool's metrics.
@@ -73,13 +79,15 @@ func NewMetrics() Metrics {
 			Help: "Certificates assigned, by source: pool, spot (the pool was empty), existing (asked again)."}, []string{"source"}),
 		AssignTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "orbit_certdns_assign_seconds", Help: "Assignment latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		Dry: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_pool_dry_total", Help: "Claims that found the pool empty."}),
+		Dry:      prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_pool_dry_total", Help: "Claims that found the pool empty."}),
+		Renewals: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_renewals_total", Help: "Certificates renewed (the old one revoked)."}),
+		Releases: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_releases_total", Help: "Certificates released and revoked (satellite deleted)."}),
 	}
 }
 
 // Collectors lists the metrics for registration.
 func (m Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Available, m.Issued, m.Assignments, m.AssignTime, m.Dry}
+	return []prometheus.Collector{m.Available, m.Issued, m.Assignments, m.AssignTime, m.Dry, m.Renewals, m.Releases}
 }
 
 // Pool is one replica's view of the shared pool.
@@ -205,7 +213,7 @@ func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certi
 		}
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 			p.m.Assignments.WithLabelValues("existing").Inc()
-			return decode(kvs[0].Value)
+			return Decode(kvs[0].Value)
 		}
 		cands := resp.Responses[1].GetResponseRange().Kvs
 		if len(cands) == 0 {
@@ -236,13 +244,133 @@ func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certi
 		}
 		if tr.Succeeded {
 			p.m.Assignments.WithLabelValues("pool").Inc()
-			return decode(pick.Value)
+			return Decode(pick.Value)
 		}
 	}
 	return nil, fmt.Errorf("certdns: no certificate claimed for %s after %d attempts (heavy contention); try again", satelliteID, MaxClaimAttempts)
 }
 
-func decode(raw []byte) (*certdnsv1.Certificate, error) {
+// Lookup returns the satellite's assigned certificate, or nil if it has none.
+func Lookup(ctx context.Context, kv clientv3.KV, satelliteID string) (*certdnsv1.Certificate, error) {
+	resp, err := kv.Get(ctx, AssignedPrefix+satelliteID)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return Decode(resp.Kvs[0].Value)
+}
+
+// ErrNotAssigned: the satellite holds no certificate.
+var ErrNotAssigned = errors.New("certdns: the satellite holds no certificate")
+
+// Revocation is what RevokedPrefix keys hold (JSON).
+type Revocation struct {
+	Serial    string    `json:"serial"`
+	DNSName   string    `json:"dns_name"`
+	RevokedAt time.Time `json:"revoked_at"`
+	NotAfter  time.Time `json:"not_after"`
+	Reason    string    `json:"reason"`
+}
+
+func revocationOp(c *certdnsv1.Certificate, reason string) clientv3.Op {
+	raw, _ := json.Marshal(Revocation{Serial: c.Serial, DNSName: c.DnsName, RevokedAt: time.Now().UTC(), NotAfter: c.NotAfter.AsTime(), Reason: reason})
+	return clientv3.OpPut(RevokedPrefix+c.Serial, string(raw))
+}
+
+// Renew issues a new certificate for the satellite's name, replaces the
+// assignment and revokes the old one, in one transaction. It fails with
+// ErrNotAssigned when the satellite holds none.
+func (p *Pool) Renew(ctx context.Context, satelliteID string) (*certdnsv1.Certificate, error) {
+	key := AssignedPrefix + satelliteID
+	for attempt := 0; attempt < MaxClaimAttempts; attempt++ {
+		resp, err := p.kv.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, ErrNotAssigned
+		}
+		old, err := Decode(resp.Kvs[0].Value)
+		if err != nil {
+			return nil, err
+		}
+		is, err := p.ca.Issue(old.DnsName, p.cfg.Lifetime)
+		if err != nil {
+			return nil, err
+		}
+		p.m.Issued.Inc()
+		c := &certdnsv1.Certificate{DnsName: is.DNSName, CertPem: is.CertPEM, KeyPem: is.KeyPEM, CaPem: p.ca.CertPEM,
+			Serial: is.Serial, NotAfter: timestamppb.New(is.NotAfter)}
+		raw, _ := proto.Marshal(c)
+		tr, err := p.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(key, string(raw)), revocationOp(old, "superseded")).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if tr.Succeeded {
+			p.m.Renewals.Inc()
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("certdns: renewal of %s kept racing; try again", satelliteID)
+}
+
+// Release revokes the satellite's certificate and drops the assignment (its
+// name stops resolving). Releasing a satellite with none is a no-op.
+func (p *Pool) Release(ctx context.Context, satelliteID, reason string) (*certdnsv1.Certificate, error) {
+	key := AssignedPrefix + satelliteID
+	for attempt := 0; attempt < MaxClaimAttempts; attempt++ {
+		resp, err := p.kv.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, nil
+		}
+		old, err := Decode(resp.Kvs[0].Value)
+		if err != nil {
+			return nil, err
+		}
+		tr, err := p.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(key), revocationOp(old, reason)).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if tr.Succeeded {
+			p.m.Releases.Inc()
+			return old, nil
+		}
+	}
+	return nil, fmt.Errorf("certdns: release of %s kept racing; try again", satelliteID)
+}
+
+// Revoked lists the revoked certificates not yet expired, and deletes the
+// records of those that have.
+func (p *Pool) Revoked(ctx context.Context) ([]Revocation, error) {
+	resp, err := p.kv.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var out []Revocation
+	for _, kv := range resp.Kvs {
+		var r Revocation
+		if json.Unmarshal(kv.Value, &r) != nil {
+			continue
+		}
+		if now.After(r.NotAfter) {
+			_, _ = p.kv.Delete(ctx, string(kv.Key)) // expired: a CRL need not list it
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Decode reads a stored certificate.
+func Decode(raw []byte) (*certdnsv1.Certificate, error) {
 	var c certdnsv1.Certificate
 	if err := proto.Unmarshal(raw, &c); err != nil {
 		return nil, fmt.Errorf("certdns: stored certificate: %w", err)
