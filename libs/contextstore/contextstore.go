@@ -182,7 +182,7 @@ func WriteBootstrap(ctx context.Context, kv clientv3.KV, b Bootstrap, tenantName
 		TenantPrefix + b.TenantID: &contextsv1.TenantContext{TenantId: b.TenantID, Name: tenantName, Version: 1},
 		APIKeyPrefix + apiPrefix: &contextsv1.APIKeyContext{
 			KeyId: "key-" + apiPrefix, Prefix: apiPrefix, SecretHash: apikey.Hash(b.APIKey), TenantId: b.TenantID,
-			Scopes: []string{"query", "satellites:read", "logs:read", "logs:write"}, Version: 1,
+			Scopes: []string{"query", "satellites:read", "satellites:write", "logs:read", "logs:write"}, Version: 1,
 		},
 		DeployKeyPrefix + depPrefix: &contextsv1.DeployKeyContext{
 			KeyId: "dkey-" + depPrefix, Prefix: depPrefix, SecretHash: apikey.Hash(b.DeployKey), TenantId: b.TenantID, Version: 1,

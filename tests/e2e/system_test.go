@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,6 +39,8 @@ import (
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+	"github.com/orbitplane/orbit/services/certdns/certdns"
+	"github.com/orbitplane/orbit/services/certdns/pki"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/gateway/gateway"
 	"github.com/orbitplane/orbit/services/logbroker/logbroker"
@@ -126,6 +129,11 @@ type system struct {
 	tenants    map[string]contextstore.Bootstrap
 	client     *http.Client
 	hbInterval time.Duration
+	// With options.tls: certdns, its CA (file) and the connectors' TLS.
+	certdns           *certdns.Service
+	caFile            string
+	connCert, connKey string
+	caPEM             []byte
 }
 
 type options struct {
@@ -134,6 +142,11 @@ type options struct {
 	brokerCfg  querybroker.Config
 	gatewayCfg gateway.Config
 	logFile    bool // logs to a file, not memory (benchmarks)
+	// tls runs certdns (with its DNS server) and connectors that serve
+	// HTTPS with client certificates and deliver certificates; satellites
+	// then serve direct mode.
+	tls          bool
+	certLifetime time.Duration
 }
 
 func logger(l *logBuf, service string) *slog.Logger {
@@ -193,6 +206,9 @@ func newSystem(t testing.TB, o options) *system {
 		}
 		s.tenants[tenant] = b
 	}
+	if o.tls {
+		s.startCertDNS(o.certLifetime)
+	}
 	reg, err := registry.New(registry.Config{HeartbeatInterval: o.hbInterval}, registry.Deps{Logger: logger(s.logs, "registry"), TracerProvider: tracer(t, "registry"), NATS: s.nc, Etcd: s.etcd})
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +242,38 @@ func newSystem(t testing.TB, o options) *system {
 	return s
 }
 
+// startCertDNS runs certdns on the system's etcd and issues the connectors'
+// server certificate from its CA (name and 127.0.0.1).
+func (s *system) startCertDNS(lifetime time.Duration) {
+	t := s.t
+	if lifetime == 0 {
+		lifetime = time.Hour
+	}
+	svc, err := certdns.New(context.Background(), certdns.Config{Domain: "orbit.test", PoolSize: 10, LowWatermark: 2, Lifetime: lifetime,
+		RefillInterval: time.Second, DNSAddr: "127.0.0.1:0", DNSTTL: time.Second}, certdns.Deps{Logger: logger(s.logs, "certdns"), TracerProvider: tracer(t, "certdns"), Etcd: s.etcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, svc.Listen, svc.Run)
+	s.certdns = svc
+	ca, err := pki.LoadOrCreate(context.Background(), s.etcd, "orbit.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := ca.IssueFor("connector.satellites.orbit.test", []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s.caFile, s.connCert, s.connKey = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "connector.pem"), filepath.Join(dir, "connector.key")
+	for f, b := range map[string][]byte{s.caFile: ca.CertPEM, s.connCert: is.CertPEM, s.connKey: is.KeyPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.caPEM = ca.CertPEM
+}
+
 // restartGateway stops the gateway and starts a new one (empty caches) on
 // the same etcd.
 func (s *system) restartGateway() {
@@ -244,6 +292,9 @@ func (s *system) newConnector(id, addr string) (*connector.Service, *running) {
 	nc := testnats.Connect(s.t, s.ns)
 	cfg := connector.Config{ID: id, RegistryURL: s.registry.URL(), HeartbeatInterval: s.hbInterval, HeartbeatFlush: 50 * time.Millisecond}
 	cfg.Server.Addr = addr
+	if s.certdns != nil {
+		cfg.TLSCert, cfg.TLSKey, cfg.ClientCA, cfg.CertDNSURL = s.connCert, s.connKey, s.caFile, s.certdns.URL()
+	}
 	c, err := connector.New(cfg, connector.Deps{Logger: logger(s.logs, "connector"), TracerProvider: tracer(s.t, "connector"), NATS: nc, Etcd: s.etcd})
 	if err != nil {
 		s.t.Fatal(err)
@@ -346,6 +397,9 @@ func (s *system) startSatellite(o satOptions) *sat {
 		Name: o.name, Labels: o.labels, HeartbeatInterval: s.hbInterval, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	}
 	cfg.Ingest.HostMetricsEvery = -1
+	if s.certdns != nil {
+		cfg.ConnectorCA, cfg.DirectAddr = s.caFile, "127.0.0.1:0"
+	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

@@ -176,7 +176,7 @@ func (ca *CA) IssueFor(dnsName string, ips []net.IP, lifetime time.Duration) (Is
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: dnsName},
 		DNSNames:     []string{dnsName},
-		NotBefore:    now.Add(-5 * time.Minute), // clock skew
+		NotBefore:    now.Add(-min(5*time.Minute, lifetime/10)), // clock skew
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

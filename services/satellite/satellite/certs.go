@@ -152,7 +152,7 @@ func (a *Agent) renewLoop(ctx context.Context, l *linkState) {
 	var asked string // serial a renewal was requested for
 	var askedAt time.Time
 	for {
-		wait := time.Minute
+		wait := time.Second // no certificate yet: look again soon
 		if h := a.cert.Load(); h != nil {
 			life := h.notAfter.Sub(h.notBefore)
 			check := min(max(life/100, 50*time.Millisecond), time.Minute)
