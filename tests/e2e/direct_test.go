@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	"github.com/orbitplane/orbit/services/certdns/pki"
 )
 
 func (s *system) gatewayAPI(tenant string) gatewayv1connect.GatewayServiceClient {
@@ -339,4 +341,35 @@ func (s *system) crl() []string {
 		out = append(out, e.SerialNumber.Text(16))
 	}
 	return out
+}
+
+// TestOrbitctlDirect: `orbitctl query --direct` answers from the satellite
+// itself (its log says so); with a CA that does not verify the satellite it
+// says so and falls back to passthrough, with the same rows.
+func TestOrbitctlDirect(t *testing.T) {
+	s := newSystem(t, options{tls: true})
+	a := s.startSatellite(satOptions{name: "alpha"})
+	s.waitCertificate(a)
+	const sql = "SELECT i FROM range(4) t(i)"
+	out, errOut, err := orbitctl(t, s, "tenant-a", "query", "--satellite", "alpha", "--direct", "--ca-cert", s.caFile, "--dns-server", s.certdns.DNSAddr(), "-o", "csv", sql)
+	if err != nil || out != "i\n0\n1\n2\n3\n" || strings.Contains(errOut, "passthrough") {
+		t.Fatalf("direct: %v\nstdout %q\nstderr %q", err, out, errOut)
+	}
+	if !strings.Contains(s.logs.String(), `"message":"direct query answered"`) {
+		t.Fatal("the satellite logged no direct query")
+	}
+	other, _, _ := pki.Generate("orbit.test")
+	wrongCA := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(wrongCA, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = orbitctl(t, s, "tenant-a", "query", "--satellite", "alpha", "--direct", "--ca-cert", wrongCA, "--dns-server", s.certdns.DNSAddr(), "-o", "csv", sql)
+	if err != nil || out != "i\n0\n1\n2\n3\n" || !strings.Contains(errOut, "direct mode unavailable") || !strings.Contains(errOut, "certificate") {
+		t.Fatalf("fallback: %v\nstdout %q\nstderr %q", err, out, errOut)
+	}
+	// A query error is an answer, not a reason to fall back.
+	_, errOut, err = orbitctl(t, s, "tenant-a", "query", "--satellite", "alpha", "--direct", "--ca-cert", s.caFile, "--dns-server", s.certdns.DNSAddr(), "CREATE TABLE x (i INT)")
+	if err == nil || strings.Contains(errOut, "passthrough") {
+		t.Fatalf("write SQL in direct mode: %v, stderr %q; want the error, no fallback", err, errOut)
+	}
 }

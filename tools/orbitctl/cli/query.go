@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orbitplane/orbit/libs/colbatch"
+	"github.com/orbitplane/orbit/libs/directclient"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 )
@@ -25,8 +27,11 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 	out := fs.String("o", "table", "output: table, json (one object per line), csv")
 	timeout := fs.Duration("timeout", 30*time.Second, "query deadline")
 	maxRows := fs.Int64("max-rows", 0, "fail if the result has more rows (0 = server default)")
+	direct := fs.Bool("direct", false, "query the satellite directly over HTTPS (falls back to passthrough with a notice)")
+	caCert := fs.String("ca-cert", env.Getenv("ORBIT_CA_CERT"), "platform CA (PEM) that verifies satellites in direct mode (default $ORBIT_CA_CERT, else system roots)")
+	dnsServer := fs.String("dns-server", env.Getenv("ORBIT_DNS"), "DNS server (host:port) resolving satellite names (default $ORBIT_DNS, else the system resolver)")
 	fs.Usage = func() {
-		fmt.Fprint(env.Stderr, "Usage: orbitctl query (--satellite ID|NAME | --selector k=v,...) [-o table|json|csv] SQL\n\n")
+		fmt.Fprint(env.Stderr, "Usage: orbitctl query (--satellite ID|NAME [--direct] | --selector k=v,...) [-o table|json|csv] SQL\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,6 +48,9 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 	}
 	if (*satellite == "") == !selectorSet {
 		return errors.New("query: give --satellite or --selector (an empty selector means every satellite)")
+	}
+	if *direct && *satellite == "" {
+		return errors.New("query: --direct queries one satellite; give --satellite")
 	}
 	req := &queryv1.ExecuteQueryRequest{Sql: fs.Arg(0), Timeout: durationpb.New(*timeout)}
 	if *maxRows > 0 {
@@ -68,9 +76,24 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 	// Ctrl-C cancels the query (the satellite's statement stops too).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.query.ExecuteQuery(ctx, connect.NewRequest(req))
-	if err != nil {
-		return explain(err)
+	var stream resultStream
+	if *direct {
+		ds, err := openDirect(ctx, c, req, *satellite, *caCert, *dnsServer)
+		if err != nil {
+			if !fallback(err) {
+				return explain(err)
+			}
+			fmt.Fprintf(env.Stderr, "direct mode unavailable (%v); using passthrough\n", err)
+		} else {
+			stream = ds
+		}
+	}
+	if stream == nil {
+		ps, err := c.query.ExecuteQuery(ctx, connect.NewRequest(req))
+		if err != nil {
+			return explain(err)
+		}
+		stream = ps
 	}
 	defer stream.Close()
 
@@ -102,6 +125,7 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 			if fanout {
 				header = append([]string{"satellite"}, header...)
 			}
+			var err error
 			if w, err = newWriter(*out, env.Stdout, header); err != nil {
 				return err
 			}
@@ -199,4 +223,84 @@ func human(b int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", b)
+}
+
+// resultStream is a query's answer stream, from the gateway or directly
+// from a satellite.
+type resultStream interface {
+	Receive() bool
+	Msg() *queryv1.ExecuteQueryResponse
+	Err() error
+	Close() error
+}
+
+// peeked replays a first message already received.
+type peeked struct {
+	*connect.ServerStreamForClient[queryv1.ExecuteQueryResponse]
+	first bool
+}
+
+func (p *peeked) Receive() bool {
+	if p.first {
+		p.first = false
+		return true
+	}
+	return p.ServerStreamForClient.Receive()
+}
+
+// openDirect starts the query on the satellite itself and waits for its
+// first message, so a failure to reach it (DNS, TLS, token) is known before
+// anything is printed and the caller can fall back.
+func openDirect(ctx context.Context, c *clients, req *queryv1.ExecuteQueryRequest, satellite, caFile, dnsServer string) (resultStream, error) {
+	var caPEM []byte
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		caPEM = b
+	}
+	roots, err := directclient.Roots(caPEM)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := c.gateway.GetDirectEndpoint(ctx, connect.NewRequest(&gatewayv1.GetDirectEndpointRequest{Satellite: satellite}))
+	if err != nil {
+		return nil, err
+	}
+	qc, err := directclient.QueryClient(directclient.HTTPClient(roots, dnsServer), ep.Msg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := qc.ExecuteQuery(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	if !st.Receive() {
+		err := st.Err()
+		_ = st.Close()
+		if err == nil {
+			err = errors.New("the satellite closed the stream without an answer")
+		}
+		return nil, err
+	}
+	return &peeked{ServerStreamForClient: st, first: true}, nil
+}
+
+// fallback reports whether a direct-mode failure is about reaching the
+// satellite (fall back to passthrough) rather than the query itself (the
+// same answer would come through the gateway).
+func fallback(err error) bool {
+	if err == nil {
+		return false
+	}
+	if strings.HasPrefix(err.Error(), "--ca-cert") {
+		return false
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeResourceExhausted, connect.CodeNotFound, connect.CodePermissionDenied,
+		connect.CodeCanceled, connect.CodeDeadlineExceeded, connect.CodeOutOfRange:
+		return false
+	}
+	return true
 }

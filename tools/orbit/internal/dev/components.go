@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
@@ -18,7 +21,10 @@ import (
 	"github.com/orbitplane/orbit/libs/natsbus"
 	"github.com/orbitplane/orbit/libs/otelsetup"
 	"github.com/orbitplane/orbit/libs/svcmain"
+	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
+	"github.com/orbitplane/orbit/proto/orbit/certdns/v1/certdnsv1connect"
 	"github.com/orbitplane/orbit/services/certdns/certdns"
+	"github.com/orbitplane/orbit/services/certdns/pki"
 	"github.com/orbitplane/orbit/services/collector/collector"
 	"github.com/orbitplane/orbit/services/connector/connector"
 	"github.com/orbitplane/orbit/services/ctxpublisher/ctxpublisher"
@@ -96,6 +102,18 @@ func Components(satellites int, regions []string) []Component {
 				Demo: satellite.DemoConfig{Enabled: true, Rate: 20, Backfill: satellite.DefaultDemoBackfill},
 			}
 			cfg.Ingest.HostMetricsEvery = satellite.DefaultHostMetricsEvery
+			cfg.DirectAddr = "127.0.0.1:0"
+			if strings.HasPrefix(cfg.ConnectorURL, "https://") {
+				// The connector's certificate is from the region's CA.
+				ca, err := fetchCA(ctx, env.Services["certdns"])
+				if err != nil {
+					return nil, err
+				}
+				cfg.ConnectorCA = filepath.Join(env.DataDir, "connector-ca.pem")
+				if err := os.WriteFile(cfg.ConnectorCA, ca, 0o644); err != nil {
+					return nil, err
+				}
+			}
 			return satellite.New(ctx, cfg, satellite.Deps{Logger: d.log, TracerProvider: d.tp})
 		})
 		c.Region = regions[i%len(regions)] // split between the regions
@@ -112,20 +130,9 @@ func spokeComponents(first bool) []Component {
 		service("registry", registry.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			return registry.New(registry.Config{Region: env.Region}, registry.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
 		}),
-		service("connector", connector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return connector.New(connector.Config{ID: "dev-connector-" + env.Region, RegistryURL: env.Services["registry"]},
-				connector.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
-		}),
-		service("querybroker", querybroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return querybroker.New(querybroker.Config{RegistryURL: env.Services["registry"]},
-				querybroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
-		}),
-		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
-		}),
 		service("certdns", certdns.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
 			svc, err := certdns.New(ctx, certdns.Config{Domain: DevDomain, PoolSize: 20, LowWatermark: 5, Lifetime: certdns.DefaultLifetime,
-				RefillInterval: certdns.DefaultRefillInterval}, certdns.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
+				RefillInterval: certdns.DefaultRefillInterval, DNSAddr: "127.0.0.1:0", DNSTTL: certdns.DefaultDNSTTL}, certdns.Deps{Logger: d.log, TracerProvider: d.tp, Etcd: d.etcd})
 			if err != nil {
 				return nil, err
 			}
@@ -135,6 +142,38 @@ func spokeComponents(first bool) []Component {
 				return nil, err
 			}
 			return svc, nil
+		}),
+		service("connector", connector.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			// Satellites link over mutual TLS: the connector serves a
+			// certificate from the region's CA (for its loopback address)
+			// and verifies satellites' client certificates against it.
+			ca, err := pki.LoadOrCreate(ctx, d.etcd, DevDomain)
+			if err != nil {
+				return nil, err
+			}
+			is, err := ca.IssueFor("connector.satellites."+DevDomain, []net.IP{net.IPv4(127, 0, 0, 1)}, certdns.DefaultLifetime)
+			if err != nil {
+				return nil, err
+			}
+			cfg := connector.Config{ID: "dev-connector-" + env.Region, RegistryURL: env.Services["registry"], CertDNSURL: env.Services["certdns"],
+				TLSCert: filepath.Join(env.DataDir, "connector.pem"), TLSKey: filepath.Join(env.DataDir, "connector.key"), ClientCA: filepath.Join(env.DataDir, CACertFile)}
+			for f, b := range map[string][]byte{cfg.TLSCert: is.CertPEM, cfg.TLSKey: is.KeyPEM, cfg.ClientCA: ca.CertPEM} {
+				if err := os.WriteFile(f, b, 0o600); err != nil {
+					return nil, err
+				}
+			}
+			c, err := connector.New(cfg, connector.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc, Etcd: d.etcd})
+			if err != nil {
+				return nil, err
+			}
+			return withRootCAs{c, ca.CertPEM}, nil
+		}),
+		service("querybroker", querybroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return querybroker.New(querybroker.Config{RegistryURL: env.Services["registry"]},
+				querybroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
+		}),
+		service("logbroker", logbroker.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
+			return logbroker.New(logbroker.Config{}, logbroker.Deps{Logger: d.log, TracerProvider: d.tp, NATS: d.nc})
 		}),
 	}
 	if first {
@@ -178,6 +217,14 @@ type svcLib interface {
 	URL() string
 	Run(ctx context.Context) error
 }
+
+// withRootCAs is a service whose https URL verifies against ca.
+type withRootCAs struct {
+	svcLib
+	ca []byte
+}
+
+func (w withRootCAs) RootCAs() []byte { return w.ca }
 
 type deps struct {
 	log  *slog.Logger
@@ -236,6 +283,26 @@ func service(name string, needs svcmain.Needs, build func(context.Context, Env, 
 			closeAll()
 			done <- err
 		}()
-		return Running{URL: svc.URL(), Done: done}, nil
+		r := Running{URL: svc.URL(), Done: done}
+		if v, ok := svc.(interface{ RootCAs() []byte }); ok {
+			r.RootCAs = v.RootCAs()
+		}
+		if v, ok := svc.(interface{ DNSAddr() string }); ok {
+			r.DNSAddr = v.DNSAddr()
+		}
+		return r, nil
 	}}
+}
+
+// fetchCA asks the region's certdns for its CA certificate.
+func fetchCA(ctx context.Context, certdnsURL string) ([]byte, error) {
+	if certdnsURL == "" {
+		return nil, errors.New("dev: no certdns in this region to get the CA from")
+	}
+	c := certdnsv1connect.NewCertDNSServiceClient(http.DefaultClient, certdnsURL)
+	resp, err := c.GetCA(ctx, connect.NewRequest(&certdnsv1.GetCARequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("dev: certdns CA: %w", err)
+	}
+	return resp.Msg.CaPem, nil
 }

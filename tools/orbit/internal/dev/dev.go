@@ -7,6 +7,8 @@ package dev
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/embedetcd"
 	"github.com/orbitplane/orbit/libs/embednats"
@@ -105,6 +108,11 @@ type Running struct {
 	// URL is the component's Connect base URL; its gRPC health service is
 	// polled until SERVING, and it is listed in dev.json.
 	URL string
+	// RootCAs (PEM) verify URL when it is https (the connector's link
+	// listener, signed by the region's platform CA).
+	RootCAs []byte
+	// DNSAddr is the DNS server a component serves (certdns), if any.
+	DNSAddr string
 	// Done yields the component's result once it has stopped.
 	Done <-chan error
 }
@@ -153,6 +161,9 @@ type RegionInfo struct {
 	// CACert is the path of the region's platform CA certificate (PEM),
 	// which satellites' certificates chain to.
 	CACert string `json:"ca_cert,omitempty"`
+	// DNSAddr is the region's certdns DNS server (UDP and TCP), which
+	// resolves <uuid>.satellites.orbit.local to satellites' addresses.
+	DNSAddr string `json:"dns_addr,omitempty"`
 }
 
 // Stack is a running system.
@@ -313,10 +324,13 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		}
 		s.running = append(s.running, namedRunning{c.Name, ccancel, r})
 		if r.URL != "" {
-			if err := waitHealthy(ctx, r.URL, cfg.ReadyTimeout); err != nil {
+			if err := waitHealthy(ctx, r.URL, r.RootCAs, cfg.ReadyTimeout); err != nil {
 				return nil, fmt.Errorf("dev: %s at %s: %w", c.Name, r.URL, err)
 			}
 			s.info.Services[key] = r.URL
+			if r.DNSAddr != "" && !c.Hub {
+				regions[region].DNSAddr = r.DNSAddr
+			}
 			if c.Hub {
 				hubServices[c.Name] = r.URL
 			} else {
@@ -403,10 +417,17 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
+func waitHealthy(ctx context.Context, url string, rootCAs []byte, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client := grpchealth.NewClient(http.DefaultClient, url)
+	hc := http.DefaultClient
+	if len(rootCAs) > 0 {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(rootCAs)
+		hc = connectclient.HTTPClient(&tls.Config{RootCAs: roots})
+		defer hc.CloseIdleConnections()
+	}
+	client := grpchealth.NewClient(hc, url)
 	var last error
 	for {
 		resp, err := client.Check(ctx, &grpchealth.CheckRequest{})
