@@ -31,6 +31,11 @@ step "no large files tracked"
 large=$(git ls-files -z --cached | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$1 > 2000000 {print $2 " (" $1 " bytes)"}')
 [ -z "$large" ] || fail "tracked files over 2 MB (build outputs? data a script can make?): $large"
 
+step "no certificate verification skipped"
+# Direct mode and the satellite link verify every certificate (docs/direct.md).
+skip=$(git grep -n "InsecureSkipVerify" -- '*.go' || true)
+[ -z "$skip" ] || fail "InsecureSkipVerify in Go code: $skip"
+
 step "gofmt"
 unformatted=$(git ls-files -z --cached --others --exclude-standard '*.go' | xargs -0 gofmt -l)
 [ -z "$unformatted" ] || fail "gofmt would change: $unformatted"
