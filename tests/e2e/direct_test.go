@@ -372,4 +372,14 @@ func TestOrbitctlDirect(t *testing.T) {
 	if err == nil || strings.Contains(errOut, "passthrough") {
 		t.Fatalf("write SQL in direct mode: %v, stderr %q; want the error, no fallback", err, errOut)
 	}
+	name, _, _ := a.agent.Certificate()
+	if out, _, err = orbitctl(t, s, "tenant-a", "satellites", "get", "alpha", "-o", "json"); err != nil || !strings.Contains(out, `"dns_name":"`+name+`"`) {
+		t.Fatalf("satellites get: %v\n%s", err, out)
+	}
+	if _, _, err = orbitctl(t, s, "tenant-b", "satellites", "delete", a.agent.State().SatelliteID); err == nil {
+		t.Fatal("tenant B deleted tenant A's satellite")
+	}
+	if out, _, err = orbitctl(t, s, "tenant-a", "satellites", "delete", a.agent.State().SatelliteID); err != nil || !strings.Contains(out, "deleted satellite alpha") {
+		t.Fatalf("satellites delete: %v\n%s", err, out)
+	}
 }

@@ -2,8 +2,8 @@ package certdns_test
 
 import (
 	"context"
-	"encoding/pem"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"

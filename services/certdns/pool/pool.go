@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -68,6 +69,7 @@ type Metrics struct {
 	Dry         prometheus.Counter
 	Renewals    prometheus.Counter
 	Releases    prometheus.Counter
+	Stale       prometheus.Counter
 }
 
 // NewMetrics makes the pool's metrics.
@@ -82,12 +84,13 @@ func NewMetrics() Metrics {
 		Dry:      prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_pool_dry_total", Help: "Claims that found the pool empty."}),
 		Renewals: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_renewals_total", Help: "Certificates renewed (the old one revoked)."}),
 		Releases: prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_releases_total", Help: "Certificates released and revoked (satellite deleted)."}),
+		Stale:    prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_certdns_pool_stale_total", Help: "Pooled certificates dropped unassigned after a third of their lifetime."}),
 	}
 }
 
 // Collectors lists the metrics for registration.
 func (m Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Available, m.Issued, m.Assignments, m.AssignTime, m.Dry, m.Renewals, m.Releases}
+	return []prometheus.Collector{m.Available, m.Issued, m.Assignments, m.AssignTime, m.Dry, m.Renewals, m.Releases, m.Stale}
 }
 
 // Pool is one replica's view of the shared pool.
@@ -215,7 +218,7 @@ func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certi
 			p.m.Assignments.WithLabelValues("existing").Inc()
 			return Decode(kvs[0].Value)
 		}
-		cands := resp.Responses[1].GetResponseRange().Kvs
+		cands := p.fresh(ctx, resp.Responses[1].GetResponseRange().Kvs)
 		if len(cands) == 0 {
 			p.m.Dry.Inc()
 			c, err := p.issue()
@@ -248,6 +251,25 @@ func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certi
 		}
 	}
 	return nil, fmt.Errorf("certdns: no certificate claimed for %s after %d attempts (heavy contention); try again", satelliteID, MaxClaimAttempts)
+}
+
+// fresh drops pooled certificates that waited past a third of their
+// lifetime (a satellite would have to renew one at once) and returns the
+// others.
+func (p *Pool) fresh(ctx context.Context, kvs []*mvccpb.KeyValue) []*mvccpb.KeyValue {
+	out := kvs[:0:0]
+	for _, kv := range kvs {
+		c, err := Decode(kv.Value)
+		if err == nil && time.Until(c.NotAfter.AsTime()) > p.cfg.Lifetime*2/3 {
+			out = append(out, kv)
+			continue
+		}
+		// Stale or unreadable: remove it if nobody took it meanwhile.
+		_, _ = p.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(string(kv.Key))).Commit()
+		p.m.Stale.Inc()
+	}
+	return out
 }
 
 // Lookup returns the satellite's assigned certificate, or nil if it has none.

@@ -221,3 +221,34 @@ func TestTLSHandshakeVerifiedAgainstTheCA(t *testing.T) {
 		t.Fatal("verified against a foreign CA")
 	}
 }
+
+// TestStalePooledCertificatesAreNotHandedOut: a certificate that waited in
+// the pool past a third of its lifetime is dropped at claim time, so a new
+// satellite never starts with one it must renew at once.
+func TestStalePooledCertificatesAreNotHandedOut(t *testing.T) {
+	_, cli := testetcd.Start(t)
+	ca, err := pki.LoadOrCreate(context.Background(), cli, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const life = 3 * time.Second
+	p, err := pool.New(pool.Config{Domain: domain, Size: 4, LowWatermark: 1, Lifetime: life}, cli, ca, pool.NewMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(life/3 + 200*time.Millisecond)
+	c, err := p.Assign(ctx, "sat-late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(c.NotAfter.AsTime()); left < life*2/3 {
+		t.Fatalf("assigned a certificate with %v of %v left; a stale pooled one", left, life)
+	}
+	if n, _ := p.Available(ctx); n != 0 {
+		t.Fatalf("%d stale certificates still pooled", n)
+	}
+}

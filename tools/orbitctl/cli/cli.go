@@ -95,13 +95,24 @@ func Run(ctx context.Context, args []string, env Env) error {
 	switch rest[0] {
 	case "satellites", "satellite", "sats":
 		if len(rest) < 2 {
-			return errors.New("satellites: want 'list' or 'get ID|NAME'")
+			return errors.New("satellites: want 'list', 'get ID|NAME' or 'delete ID|NAME'")
 		}
 		switch rest[1] {
 		case "list", "ls":
 			return satellitesList(ctx, c, rest[2:], env)
 		case "get":
 			return satellitesGet(ctx, c, rest[2:], env)
+		case "delete", "rm":
+			if len(rest) != 3 {
+				return errors.New("satellites delete: want one ID or name")
+			}
+			resp, err := c.satellites.DeleteSatellite(ctx, connect.NewRequest(&registryv1.DeleteSatelliteRequest{Satellite: rest[2]}))
+			if err != nil {
+				return explain(err)
+			}
+			fmt.Fprintf(env.Stdout, "deleted satellite %s (%s); its certificate is revoked. A satellite still running with a valid deploy key enrols again as a new one.\n",
+				resp.Msg.Satellite.Name, resp.Msg.Satellite.Id)
+			return nil
 		}
 		return fmt.Errorf("satellites: unknown subcommand %q", rest[1])
 	case "query", "q":
@@ -259,11 +270,16 @@ func satellitesGet(ctx context.Context, c *clients, args []string, env Env) erro
 	if err != nil {
 		return explain(err)
 	}
-	w, err := newWriter(*out, env.Stdout, []string{"name", "id", "status", "labels", "version", "address", "last_heartbeat", "store_rows"})
+	w, err := newWriter(*out, env.Stdout, []string{"name", "id", "status", "labels", "version", "address", "last_heartbeat", "store_rows", "dns_name", "cert_not_after"})
 	if err != nil {
 		return err
 	}
-	if err := w.row(satelliteRow(resp.Msg.Satellite)); err != nil {
+	sat := resp.Msg.Satellite
+	notAfter := ""
+	if sat.CertNotAfter != nil {
+		notAfter = sat.CertNotAfter.AsTime().UTC().Format(time.RFC3339)
+	}
+	if err := w.row(append(satelliteRow(sat), sat.DnsName, notAfter)); err != nil {
 		return err
 	}
 	return w.close()
