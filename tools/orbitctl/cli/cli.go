@@ -260,13 +260,14 @@ func satellitesGet(ctx context.Context, c *clients, args []string, env Env) erro
 	fs := flag.NewFlagSet("satellites get", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
 	out := fs.String("o", "table", "output: table, json, csv")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return errors.New("satellites get: want one ID or name")
 	}
-	resp, err := c.satellites.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: fs.Arg(0)}))
+	resp, err := c.satellites.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: pos[0]}))
 	if err != nil {
 		return explain(err)
 	}
