@@ -25,6 +25,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${ORBIT_TEST_P
 fi
 ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || echo "using \$ORBIT_TEST_POSTGRES_DSN"
 
+step "BIND from Debian (certdns's RFC 2136 test updates a real named)"
+if ! command -v named >/dev/null 2>&1 && [ ! -x /usr/sbin/named ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq bind9 >/dev/null
+fi
+ls /usr/sbin/named
+
 step "no large files tracked"
 # A session's submission is refused whole over a size limit; a stray binary
 # (go build in the repo root) did that once. Nothing tracked may exceed 2 MB.

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,11 @@ type Config struct {
 	DNSTTL  time.Duration
 	// DNSNS is the zone's NS name (default ns.satellites.<domain>).
 	DNSNS string
+	// RFC2136Server (host:port), when set, receives RFC 2136 updates of
+	// the zone (RFC2136Zone, default satellites.<domain>), signed with the
+	// TSIG key RFC2136KeyName / RFC2136KeySecret (base64, hmac-sha256).
+	RFC2136Server, RFC2136Zone       string
+	RFC2136KeyName, RFC2136KeySecret string
 }
 
 // RegisterFlags defines certdns's flags.
@@ -82,6 +88,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DNSAddr, "dns-addr", DefaultDNSAddr, "authoritative DNS for the satellites zone, UDP and TCP (empty: off)")
 	fs.DurationVar(&c.DNSTTL, "dns-ttl", DefaultDNSTTL, "TTL of the zone's records")
 	fs.StringVar(&c.DNSNS, "dns-ns", "", "the zone's NS name (default ns.satellites.<domain>)")
+	fs.StringVar(&c.RFC2136Server, "rfc2136-server", "", "also keep the zone in this DNS server (host:port) with RFC 2136 dynamic updates (empty: off)")
+	fs.StringVar(&c.RFC2136Zone, "rfc2136-zone", "", "the zone to update there (default satellites.<domain>)")
+	fs.StringVar(&c.RFC2136KeyName, "rfc2136-key-name", "", "TSIG key name for the updates (hmac-sha256)")
+	fs.Func("rfc2136-key-file", "file holding the TSIG secret (base64)", func(path string) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		c.RFC2136KeySecret = strings.TrimSpace(string(b))
+		return nil
+	})
 }
 
 // Needs: the region's etcd.
@@ -110,6 +127,8 @@ type Service struct {
 
 	dnsUDP, dnsTCP *dns.Server
 	crlNumber      atomic.Int64
+	// updater is nil without --rfc2136-server.
+	updater *updater
 }
 
 // New loads (or creates) the CA and builds the pool and the API.
@@ -159,6 +178,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: deps.Logger, srv: srv, ca: ca, pool: p, etcd: deps.Etcd, zone: newZone()}
 	s.crlNumber.Store(time.Now().Unix())
+	if cfg.RFC2136Server != "" {
+		if (cfg.RFC2136KeyName == "") != (cfg.RFC2136KeySecret == "") {
+			return nil, errors.New("certdns: --rfc2136-key-name and --rfc2136-key-file go together")
+		}
+		s.updater = newUpdater(cfg, s.zone, deps.Logger)
+		s.zone.changed = s.updater.mark
+		srv.Registry().MustRegister(s.updater.results)
+	}
 	srv.Handle(certdnsv1connect.NewCertDNSServiceHandler(&api{s: s}, srv.HandlerOptions()...))
 	srv.HandleHTTP("GET /crl", http.HandlerFunc(s.serveCRL))
 	return s, nil
@@ -253,6 +280,10 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.pool.Run(ctx, s.cfg.RefillInterval) }()
 	go func() { defer wg.Done(); _ = s.zone.follow(ctx, s.etcd, s.released) }()
+	if s.updater != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.updater.run(ctx) }()
+	}
 	if s.dnsTCP != nil {
 		wg.Add(2)
 		for _, d := range []*dns.Server{s.dnsTCP, s.dnsUDP} {

@@ -29,6 +29,9 @@ type zone struct {
 	addrs  map[string]string // satellite ID -> host:port of its latest heartbeat
 	known  map[string]bool   // satellite IDs the registry has
 	ready  bool
+	// changed, when set, hears every name whose records may have changed
+	// (called outside the lock).
+	changed func(names ...string)
 }
 
 func newZone() *zone {
@@ -62,20 +65,36 @@ func (z *zone) lookup(name string) (addr string, ok bool) {
 	return z.addrs[id], true
 }
 
+func (z *zone) notify(names ...string) {
+	if z.changed != nil && len(names) > 0 {
+		z.changed(names...)
+	}
+}
+
 // applyAssignment handles a put or delete under pool.AssignedPrefix.
 func (z *zone) applyAssignment(key string, value []byte, deleted bool) {
 	id := strings.TrimPrefix(key, pool.AssignedPrefix)
 	z.mu.Lock()
-	defer z.mu.Unlock()
+	old := z.names[id]
 	if deleted {
 		z.dropName(id)
+		z.mu.Unlock()
+		z.notify(old)
 		return
 	}
 	c, err := pool.Decode(value)
 	if err != nil {
+		z.mu.Unlock()
 		return
 	}
 	z.setName(id, c.DnsName)
+	name := z.names[id]
+	z.mu.Unlock()
+	if old != "" && old != name {
+		z.notify(old, name)
+	} else {
+		z.notify(name)
+	}
 }
 
 // applySatellite handles a put or delete under registry.SatellitePrefix; it
@@ -83,19 +102,40 @@ func (z *zone) applyAssignment(key string, value []byte, deleted bool) {
 func (z *zone) applySatellite(key string, value []byte, deleted bool) bool {
 	id := strings.TrimPrefix(key, registry.SatellitePrefix)
 	z.mu.Lock()
-	defer z.mu.Unlock()
+	name := z.names[id]
 	if deleted {
 		delete(z.addrs, id)
 		delete(z.known, id)
+		z.mu.Unlock()
+		if name != "" {
+			z.notify(name)
+		}
 		return true
 	}
 	var sat registryv1.Satellite
 	if proto.Unmarshal(value, &sat) != nil {
+		z.mu.Unlock()
 		return false
 	}
 	z.known[id] = true
+	prev := z.addrs[id]
 	z.addrs[id] = sat.Address
+	z.mu.Unlock()
+	if name != "" && prev != sat.Address {
+		z.notify(name)
+	}
 	return false
+}
+
+// allNames lists every name the zone holds.
+func (z *zone) allNames() []string {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	out := make([]string, 0, len(z.byName))
+	for n := range z.byName {
+		out = append(out, n)
+	}
+	return out
 }
 
 // follow loads the zone and keeps it current until ctx ends. released is
@@ -145,8 +185,15 @@ func (z *zone) load(ctx context.Context, cli *clientv3.Client) (int64, []string,
 		}
 	}
 	z.mu.Lock()
+	var gone []string
+	for n := range z.byName {
+		if _, ok := fresh.byName[n]; !ok {
+			gone = append(gone, n)
+		}
+	}
 	z.names, z.byName, z.addrs, z.known, z.ready = fresh.names, fresh.byName, fresh.addrs, fresh.known, true
 	z.mu.Unlock()
+	z.notify(append(gone, z.allNames()...)...)
 	return resp.Header.Revision, orphans, nil
 }
 
