@@ -110,6 +110,19 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" query --selector env=demo -o csv "SELECT count(*) AS n FROM spans") || fail "$name: orbitctl query"
   [ "$(grep -c '^demo-[0-9],[1-9]' <<<"$out")" = 3 ] || { echo "$out"; fail "$name: want span counts from 3 satellites"; }
   echo "$name: 3 demo satellites HEALTHY and answering through the gateway"
+  # Direct mode: HTTPS straight to a satellite, verified against the region's
+  # CA, its name resolved by certdns's DNS; no fallback to passthrough.
+  ca=$(sed -n 's/.*"ca_cert": *"\([^"]*\)".*/\1/p' "$dir/dev.json" | head -n1)
+  dns=$(sed -n 's/.*"dns_addr": *"\([^"]*\)".*/\1/p' "$dir/dev.json" | head -n1)
+  [ -n "$ca" ] && [ -n "$dns" ] || fail "$name: dev.json lacks regions[].ca_cert or dns_addr"
+  for _ in $(seq 1 40); do # the certificate arrives right after the link is up
+    out=$(ORBIT_ENDPOINT=$endpoint ORBIT_API_KEY=$key "$tmp/orbitctl" query --satellite demo-1 --direct --ca-cert "$ca" --dns-server "$dns" -o csv "SELECT 42 AS answer" 2>&1) || fail "$name: orbitctl query --direct: $out"
+    grep -q "using passthrough" <<<"$out" || break
+    sleep 0.5
+  done
+  grep -q "using passthrough" <<<"$out" && fail "$name: direct mode fell back: $out"
+  grep -q '^42$' <<<"$out" || fail "$name: direct query: $out"
+  echo "$name: direct mode answered over verified HTTPS"
   # The services' own logs reach the log broker through the collector.
   out=""
   for _ in $(seq 1 30); do # the collector creates the stream when it starts
