@@ -134,6 +134,10 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  dev.json: %s\n", filepath.Join(info.DataDir, dev.InfoFile))
 	fmt.Fprintf(stdout, "\nTry it:\n  export ORBIT_ENDPOINT=%s ORBIT_API_KEY=%s\n  orbitctl satellites list\n  orbitctl query --selector env=demo \"SELECT service, count(*) FROM logs GROUP BY 1\"\n",
 		info.GatewayURL, info.APIKey)
+	if r := info.Regions[0]; r.CACert != "" && r.DNSAddr != "" {
+		// Direct mode (docs/direct.md): the region's CA and DNS.
+		fmt.Fprintf(stdout, "  export ORBIT_CA_CERT=%s ORBIT_DNS=%s\n  orbitctl query --satellite demo-1 --direct \"SELECT 1\"\n", r.CACert, r.DNSAddr)
+	}
 	<-ctx.Done()
 	stop() // a second Ctrl-C now ends the process at once
 	fmt.Fprintln(stdout, "stopping... (Ctrl-C again to force)")
