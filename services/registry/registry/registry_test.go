@@ -353,3 +353,59 @@ func TestSlowWatcherIsClosedNotSkipped(t *testing.T) {
 		t.Fatalf("after %d events: %v", n, stream.Err())
 	}
 }
+
+// TestDeleteSatellite: a deleted satellite is gone from memory, watchers
+// (DELETED) and etcd (record and identity) — and stays gone when it had a
+// change waiting for the flusher; another tenant cannot delete it; the same
+// identity registering again gets a new ID; heartbeats for the old ID are
+// answered "unknown" (its connector closes the link).
+func TestDeleteSatellite(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := context.Background()
+	id := f.register(t, "t1", "i1", "web-1", "c1", nil).Satellite.Id
+	stream, err := f.client.WatchSatellites(ctx, connect.NewRequest(&registryv1.WatchSatellitesRequest{TenantId: "t1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() || stream.Msg().Type != registryv1.WatchEventType_WATCH_EVENT_TYPE_EXISTING {
+		t.Fatalf("first event: %v %v", stream.Msg(), stream.Err())
+	}
+	if _, err := f.client.DeleteSatellite(ctx, connect.NewRequest(&registryv1.DeleteSatelliteRequest{TenantId: "t2", Satellite: id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("another tenant's delete: %v, want NotFound", err)
+	}
+	// A visible change queued for the flusher, then the delete.
+	f.heartbeat(t, &registryv1.SatelliteHeartbeat{SatelliteId: id, Degraded: true, Address: "10.0.0.1:8443"})
+	if _, err := f.client.DeleteSatellite(ctx, connect.NewRequest(&registryv1.DeleteSatelliteRequest{TenantId: "t1", Satellite: "web-1"})); err != nil {
+		t.Fatal(err)
+	}
+	for stream.Receive() {
+		if stream.Msg().Type == registryv1.WatchEventType_WATCH_EVENT_TYPE_DELETED {
+			break
+		}
+	}
+	if ev := stream.Msg(); ev.Type != registryv1.WatchEventType_WATCH_EVENT_TYPE_DELETED || ev.Satellite.Id != id {
+		t.Fatalf("want a DELETED event for %s, got %v", id, ev)
+	}
+	if _, err := f.client.GetSatellite(ctx, connect.NewRequest(&registryv1.GetSatelliteRequest{TenantId: "t1", Satellite: id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("get after delete: %v", err)
+	}
+	time.Sleep(3 * DefaultFlushInterval) // a flush that would resurrect it
+	for _, key := range []string{SatellitePrefix + id, IdentityPrefix + "t1/i1"} {
+		if resp, err := f.etcd.Get(ctx, key); err != nil || len(resp.Kvs) != 0 {
+			t.Fatalf("%s still in etcd after delete (%v)", key, err)
+		}
+	}
+	b, _ := proto.Marshal(&registryv1.HeartbeatRequest{ConnectorId: "c1", Heartbeats: []*registryv1.SatelliteHeartbeat{{SatelliteId: id}}})
+	msg, err := f.nc.Request(HeartbeatSubject, b, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hr registryv1.HeartbeatResponse
+	if err := proto.Unmarshal(msg.Data, &hr); err != nil || len(hr.UnknownIds) != 1 || hr.UnknownIds[0] != id {
+		t.Fatalf("heartbeat for a deleted satellite: %v %v; want it unknown", &hr, err)
+	}
+	if again := f.register(t, "t1", "i1", "web-1", "c1", nil).Satellite.Id; again == id {
+		t.Fatal("the deleted identity got its old ID back")
+	}
+}
