@@ -33,6 +33,7 @@ import (
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/services/certdns/pki"
+	"github.com/orbitplane/orbit/services/certdns/pool"
 )
 
 func (s *system) gatewayAPI(tenant string) gatewayv1connect.GatewayServiceClient {
@@ -381,5 +382,34 @@ func TestOrbitctlDirect(t *testing.T) {
 	}
 	if out, _, err = orbitctl(t, s, "tenant-a", "satellites", "delete", a.agent.State().SatelliteID); err != nil || !strings.Contains(out, "deleted satellite alpha") {
 		t.Fatalf("satellites delete: %v\n%s", err, out)
+	}
+}
+
+// TestExpiredCertificateRenewedOnReturn: a satellite away longer than its
+// certificate's lifetime comes back with its deploy key (an expired
+// certificate proves nothing), and the connector renews its certificate —
+// same name, new serial — instead of locking it out.
+func TestExpiredCertificateRenewedOnReturn(t *testing.T) {
+	s := newSystem(t, options{tls: true, certLifetime: 3 * time.Second})
+	a := s.startSatellite(satOptions{name: "alpha"})
+	name := s.waitCertificate(a)
+	a.run.stop(t)
+	id := a.agent.State().SatelliteID
+	var assigned string
+	testwait.For(t, "the assigned certificate expired", 10*time.Second, func() bool {
+		c, err := pool.Lookup(context.Background(), s.etcd, id)
+		if err != nil || c == nil {
+			return false
+		}
+		assigned = c.Serial
+		return time.Now().After(c.NotAfter.AsTime())
+	})
+	a2 := s.startSatellite(satOptions{name: "alpha", dir: a.dir})
+	testwait.For(t, "a renewed certificate for the same name", 10*time.Second, func() bool {
+		n, serial, notAfter := a2.agent.Certificate()
+		return n == name && serial != assigned && time.Now().Before(notAfter)
+	})
+	if got := a2.agent.State().SatelliteID; got != id {
+		t.Fatalf("came back as %s, want its old ID %s", got, id)
 	}
 }

@@ -44,34 +44,50 @@ func (e *errCertificate) Error() string { return e.msg }
 // a certificate (it enrolled before, under this tenant and identity) must
 // present exactly that one, verified by TLS against the platform CA. A
 // satellite that holds none yet enrols with its deploy key alone. It
-// returns whether the link presented the satellite's certificate.
-func (s *Service) checkCertificate(ctx context.Context, tenant, identity string) (bool, error) {
+// returns what the link needs next.
+//
+// An assigned certificate that has expired (the satellite was away longer
+// than its lifetime) proves nothing either way: such a satellite enrols
+// again with its deploy key and gets a renewed certificate.
+func (s *Service) checkCertificate(ctx context.Context, tenant, identity string) (certNeed, error) {
 	resp, err := s.etcd.Get(ctx, registry.IdentityPrefix+tenant+"/"+identity)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if len(resp.Kvs) == 0 {
-		return false, nil // never enrolled
+		return needAssign, nil // never enrolled
 	}
 	id := string(resp.Kvs[0].Value)
 	assigned, err := pool.Lookup(ctx, s.etcd, id)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if assigned == nil {
-		return false, nil
+		return needAssign, nil
+	}
+	if assigned.NotAfter != nil && time.Now().After(assigned.NotAfter.AsTime()) {
+		return needRenew, nil
 	}
 	peer := peerCertificate(ctx)
 	switch {
 	case !s.tls:
-		return false, &errCertificate{fmt.Sprintf("satellite %s holds a certificate, but this connector serves plaintext: enrolled satellites connect with mutual TLS", id)}
+		return 0, &errCertificate{fmt.Sprintf("satellite %s holds a certificate, but this connector serves plaintext: enrolled satellites connect with mutual TLS", id)}
 	case peer == nil:
-		return false, &errCertificate{fmt.Sprintf("satellite %s holds certificate %s (%s) and presented none: connect with it", id, assigned.Serial, assigned.DnsName)}
+		return 0, &errCertificate{fmt.Sprintf("satellite %s holds certificate %s (%s) and presented none: connect with it", id, assigned.Serial, assigned.DnsName)}
 	case peer.SerialNumber.Text(16) != assigned.Serial:
-		return false, &errCertificate{fmt.Sprintf("the certificate presented (%s) is not the one satellite %s holds", peer.SerialNumber.Text(16), id)}
+		return 0, &errCertificate{fmt.Sprintf("the certificate presented (%s) is not the one satellite %s holds", peer.SerialNumber.Text(16), id)}
 	}
-	return true, nil
+	return needNothing, nil
 }
+
+// certNeed is what a link needs from certdns after registration.
+type certNeed int
+
+const (
+	needNothing certNeed = iota + 1 // it presented its current certificate
+	needAssign                      // it holds none: assign one
+	needRenew                       // its certificate expired: renew it
+)
 
 // deliverCertificate gets the satellite its certificate from certdns and
 // sends it down the link, retrying with backoff while the link lives.

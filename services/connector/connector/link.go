@@ -143,7 +143,7 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		}
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
-	presented, err := s.checkCertificate(ctx, dk.TenantId, reg.Identity)
+	need, err := s.checkCertificate(ctx, dk.TenantId, reg.Identity)
 	if err != nil {
 		var ce *errCertificate
 		if errors.As(err, &ce) {
@@ -207,8 +207,8 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		s.release(l)
 		return err
 	}
-	if s.certdns != nil && !presented {
-		go l.deliverCertificate(ctx, false)
+	if s.certdns != nil && need != needNothing {
+		go l.deliverCertificate(ctx, need == needRenew)
 	}
 	s.log.InfoContext(ctx, "satellite linked", obslog.Event("connector.linked"), "generation", sat.LinkGeneration, "name", sat.Name)
 

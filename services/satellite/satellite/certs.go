@@ -132,10 +132,11 @@ func (a *Agent) Certificate() (dnsName, serial string, notAfter time.Time) {
 
 // clientCertificate presents the held certificate to the connector.
 func (a *Agent) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if h := a.cert.Load(); h != nil {
+	if h := a.cert.Load(); h != nil && time.Now().Before(h.notAfter) {
 		return h.tls, nil
 	}
-	return &tls.Certificate{}, nil // none yet: enrol with the deploy key
+	// None yet, or expired (the connector renews it): the deploy key.
+	return &tls.Certificate{}, nil
 }
 
 // serverCertificate serves direct mode with the held certificate.
