@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -16,17 +17,27 @@ import (
 	"github.com/orbitplane/orbit/services/registry/registry"
 )
 
-type peerKey struct{}
+type (
+	peerKey struct{}
+	bodyKey struct{}
+)
 
 // withPeerCertificates puts the verified client certificate of a TLS link
-// (if any) into the handler's context.
+// (if any) into the handler's context, and the request body, which the
+// link handler closes on its way out (see Connect).
 func withPeerCertificates(path string, h http.Handler) (string, http.Handler) {
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := context.WithValue(r.Context(), bodyKey{}, r.Body)
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, r.TLS.PeerCertificates[0]))
+			ctx = context.WithValue(ctx, peerKey{}, r.TLS.PeerCertificates[0])
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+func requestBody(ctx context.Context) io.Closer {
+	b, _ := ctx.Value(bodyKey{}).(io.Closer)
+	return b
 }
 
 func peerCertificate(ctx context.Context) *x509.Certificate {

@@ -98,11 +98,27 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Receive runs on its own goroutine: a blocked Receive does not see ctx,
-	// and returning from this handler is what closes the stream.
+	// Receive runs on its own goroutine: a blocked Receive does not see ctx.
+	// On the way out the handler closes the request body, which ends a
+	// blocked Receive, and waits for the goroutine, so no Receive is still
+	// running when the stream is finished (otelconnect's stream state is
+	// not safe for that).
 	frames := make(chan *connectorv1.ConnectRequest)
 	recvErr := make(chan error, 1)
+	recvDone := make(chan struct{})
+	defer func() {
+		cancel()
+		if body := requestBody(ctx); body != nil {
+			_ = body.Close()
+		}
+		select {
+		case <-recvDone:
+		case <-time.After(time.Second):
+			s.log.Warn("link receiver did not stop within 1 s")
+		}
+	}()
 	go func() {
+		defer close(recvDone)
 		for {
 			m, err := stream.Receive()
 			if err != nil {
