@@ -179,7 +179,7 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 		if !single {
 			pid = queryID + "-" + strconv.Itoa(i)
 		}
-		p := &part{s: s, satID: sat.Id, queryID: pid, sql: sql, limits: a.limits(r), timeout: timeout}
+		p := &part{s: s, satID: sat.Id, satName: sat.Name, queryID: pid, sql: sql, limits: a.limits(r), timeout: timeout}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -326,7 +326,7 @@ func (a *api) GetSchema(ctx context.Context, req *connect.Request[queryv1.GetSch
 	}
 	defer a.s.releaseSatellite(sats[0].Id)
 	c := &collect{}
-	p := &part{s: a.s, satID: sats[0].Id, queryID: reqctx.NewID(), sql: schemaSQL, limits: &queryv1.QueryLimits{MaxRows: 100000}, timeout: a.s.cfg.DefaultTimeout}
+	p := &part{s: a.s, satID: sats[0].Id, satName: sats[0].Name, queryID: reqctx.NewID(), sql: schemaSQL, limits: &queryv1.QueryLimits{MaxRows: 100000}, timeout: a.s.cfg.DefaultTimeout}
 	o := p.run(ctx, c)
 	if o.result.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
 		return nil, QueryError(o.result.Error, "")

@@ -23,8 +23,10 @@ const NoRespondersRetry = 25 * time.Millisecond
 
 // part is one satellite's share of a query.
 type part struct {
-	s       *Service
-	satID   string
+	s     *Service
+	satID string
+	// satName names the satellite in errors (with its ID).
+	satName string
 	queryID string
 	sql     string
 	limits  *queryv1.QueryLimits
@@ -126,7 +128,7 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 					continue
 				}
 			}
-			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s is not connected to any connector", p.satID)
+			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s (%s) is not connected to any connector", p.satName, p.satID)
 		}
 		var fs queryv1.ResultFrames
 		if err := proto.Unmarshal(m.Data, &fs); err != nil {
