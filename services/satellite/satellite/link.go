@@ -111,7 +111,7 @@ func (a *Agent) linkClient() (connectorv1connect.LinkServiceClient, func(), erro
 		return nil, nil, err
 	}
 	closeIdle := func() {
-		if hc != a.deps.HTTPClient {
+		if a.deps.HTTPClient == nil { // a client of our own, made for this attempt
 			hc2.CloseIdleConnections()
 		}
 	}
