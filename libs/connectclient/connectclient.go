@@ -5,6 +5,8 @@ package connectclient
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -57,4 +59,14 @@ func Options(tp trace.TracerProvider) ([]connect.ClientOption, error) {
 		connect.WithAcceptCompression("gzip", nil, nil),
 		connect.WithReadMaxBytes(DefaultReadMaxBytes),
 	}, nil
+}
+
+// CertPool reads PEM CA certificates (a CA file's contents) into a pool for
+// tls.Config.RootCAs or ClientCAs; it fails when there is none.
+func CertPool(pemCerts []byte) (*x509.CertPool, error) {
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pemCerts) {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return p, nil
 }

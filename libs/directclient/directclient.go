@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,9 +32,9 @@ func Roots(caPEM []byte) (*x509.CertPool, error) {
 	if len(caPEM) == 0 {
 		return nil, nil
 	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("directclient: the CA file holds no PEM certificate")
+	p, err := connectclient.CertPool(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("directclient: the CA file: %w", err)
 	}
 	return p, nil
 }

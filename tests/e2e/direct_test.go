@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -19,12 +20,15 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/directclient"
 	"github.com/orbitplane/orbit/libs/directtoken"
 	"github.com/orbitplane/orbit/libs/testing/testwait"
+	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
+	"github.com/orbitplane/orbit/proto/orbit/certdns/v1/certdnsv1connect"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
@@ -34,6 +38,7 @@ import (
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/services/certdns/pki"
 	"github.com/orbitplane/orbit/services/certdns/pool"
+	"github.com/orbitplane/orbit/services/registry/registry"
 )
 
 func (s *system) gatewayAPI(tenant string) gatewayv1connect.GatewayServiceClient {
@@ -57,8 +62,9 @@ func (s *system) directQuery(ep *gatewayv1.GetDirectEndpointResponse, sql string
 	return collect(stream, false, nil)
 }
 
-// waitCertificate waits until the satellite holds a certificate and the
-// registry shows it.
+// waitCertificate waits until the satellite holds a certificate, the
+// registry shows it, and the registry's record in etcd (what connectors
+// check) has it too.
 func (s *system) waitCertificate(sa *sat) string {
 	s.t.Helper()
 	var name string
@@ -67,8 +73,14 @@ func (s *system) waitCertificate(sa *sat) string {
 		if name == "" {
 			return false
 		}
-		resp, err := s.satellites("tenant-a").GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: sa.agent.State().SatelliteID}))
-		return err == nil && resp.Msg.Satellite.DnsName == name && resp.Msg.Satellite.CertNotAfter != nil
+		id := sa.agent.State().SatelliteID
+		resp, err := s.satellites("tenant-a").GetSatellite(context.Background(), connect.NewRequest(&registryv1.GetSatelliteRequest{Satellite: id}))
+		if err != nil || resp.Msg.Satellite.DnsName != name || resp.Msg.Satellite.CertNotAfter == nil {
+			return false
+		}
+		rec, err := s.etcd.Get(context.Background(), registry.SatellitePrefix+id)
+		var stored registryv1.Satellite
+		return err == nil && len(rec.Kvs) == 1 && proto.Unmarshal(rec.Kvs[0].Value, &stored) == nil && stored.DnsName == name
 	})
 	return name
 }
@@ -237,6 +249,20 @@ func TestMutualTLS(t *testing.T) {
 			t.Fatalf("%s: %v, %v; want CERTIFICATE_REQUIRED", what, m, err)
 		}
 	}
+	// A satellite whose certificate was assigned but never reported held
+	// (the delivery went down with the link) is not locked out: with its
+	// deploy key it links again and gets the certificate again.
+	m, err := s.tlsLink(nil, "lost-delivery")
+	if err != nil || m.GetRegistered() == nil {
+		t.Fatalf("first link: %v, %v", m, err)
+	}
+	cd := certdnsv1connect.NewCertDNSServiceClient(s.client, s.certdns.URL())
+	if _, err := cd.AssignCertificate(context.Background(), connect.NewRequest(&certdnsv1.AssignCertificateRequest{SatelliteId: m.GetRegistered().SatelliteId})); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.tlsLink(nil, "lost-delivery"); err != nil || m.GetRegistered() == nil {
+		t.Fatalf("a satellite assigned a certificate it never received: %v, %v; want Registered", m, err)
+	}
 	// The control: the satellite's own pair is accepted.
 	if m, err := s.tlsLink(loadPair(t, a.dir), a.agent.Identity()); err != nil || m.GetRegistered() == nil {
 		t.Fatalf("own certificate: %v, %v; want Registered", m, err)
@@ -272,7 +298,6 @@ func TestRenewalAndDeletion(t *testing.T) {
 		_, serial, _ := a.agent.Certificate()
 		return serial != first
 	})
-	_, renewed, _ := a.agent.Certificate()
 	// The direct server presents the renewed certificate.
 	ctx := context.Background()
 	testwait.For(t, "direct mode serves the renewed certificate", 5*time.Second, func() bool {
@@ -288,7 +313,8 @@ func TestRenewalAndDeletion(t *testing.T) {
 			return false
 		}
 		defer c.Close()
-		return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber.Text(16) == renewed
+		_, current, _ := a.agent.Certificate() // 6 s certificates renew every ≈ 4 s
+		return current != first && c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber.Text(16) == current
 	})
 	if !slices.Contains(s.crl(), first) {
 		t.Fatalf("the superseded certificate %s is not in the CRL", first)
@@ -304,9 +330,20 @@ func TestRenewalAndDeletion(t *testing.T) {
 		var de *net.DNSError
 		return errors.As(err, &de) && de.IsNotFound
 	})
-	testwait.For(t, "its certificate is revoked", 5*time.Second, func() bool {
-		_, serial, _ := a.agent.Certificate()
-		return slices.Contains(s.crl(), renewed) || (serial != renewed && slices.Contains(s.crl(), serial))
+	// Renewals also revoke (superseded), so look for the deletion's own
+	// revocation: its name, reason "satellite deleted", and in the CRL.
+	testwait.For(t, "its certificate is revoked for the deletion", 5*time.Second, func() bool {
+		resp, err := s.etcd.Get(ctx, pool.RevokedPrefix, clientv3.WithPrefix())
+		if err != nil {
+			return false
+		}
+		for _, kv := range resp.Kvs {
+			var r pool.Revocation
+			if json.Unmarshal(kv.Value, &r) == nil && r.DNSName == name && r.Reason == "satellite deleted" {
+				return slices.Contains(s.crl(), r.Serial)
+			}
+		}
+		return false
 	})
 	// It is gone from the tenant's list under that ID (a satellite still
 	// running enrols again as a new one: its deploy key is still valid).
@@ -397,8 +434,12 @@ func TestExpiredCertificateRenewedOnReturn(t *testing.T) {
 	id := a.agent.State().SatelliteID
 	var assigned string
 	testwait.For(t, "the assigned certificate expired", 10*time.Second, func() bool {
-		c, err := pool.Lookup(context.Background(), s.etcd, id)
-		if err != nil || c == nil {
+		resp, err := s.etcd.Get(context.Background(), pool.AssignedPrefix+id)
+		if err != nil || len(resp.Kvs) != 1 {
+			return false
+		}
+		c, err := pool.Decode(resp.Kvs[0].Value)
+		if err != nil {
 			return false
 		}
 		assigned = c.Serial

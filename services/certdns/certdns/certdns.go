@@ -21,9 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"connectrpc.com/connect"
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
@@ -279,7 +278,7 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.pool.Run(ctx, s.cfg.RefillInterval) }()
-	go func() { defer wg.Done(); _ = s.zone.follow(ctx, s.etcd, s.released) }()
+	go func() { defer wg.Done(); s.zone.follow(ctx, s.etcd, s.released) }()
 	if s.updater != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.updater.run(ctx) }()
@@ -318,7 +317,7 @@ func (a *api) AssignCertificate(ctx context.Context, req *connect.Request[certdn
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if err != nil {
-		a.s.log.ErrorContext(ctx, "assign a certificate", "event", "certdns.assign_failed", "error", err.Error())
+		a.s.log.ErrorContext(ctx, "assign a certificate", obslog.Event("certdns.assign_failed"), "error", err.Error())
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("certificate pool unavailable; try again"))
 	}
 	return connect.NewResponse(&certdnsv1.AssignCertificateResponse{Certificate: c}), nil
@@ -359,6 +358,7 @@ func (a *api) ReleaseCertificate(ctx context.Context, req *connect.Request[certd
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("satellite_id is required"))
 	}
 	if _, err := a.s.pool.Release(ctx, req.Msg.SatelliteId, "released"); err != nil {
+		a.s.log.ErrorContext(ctx, "release a certificate", obslog.Event("certdns.release_failed"), "error", err.Error(), "satellite", req.Msg.SatelliteId)
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("certificate release unavailable; try again"))
 	}
 	return connect.NewResponse(&certdnsv1.ReleaseCertificateResponse{}), nil

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/retry"
 )
 
 // Limits of the RFC 2136 updater (docs/limits.md).
@@ -46,13 +47,12 @@ func newUpdater(cfg Config, z *zone, log *slog.Logger) *updater {
 	if zone == "" {
 		zone = "satellites." + cfg.Domain
 	}
-	u := &updater{
+	return &updater{
 		server: cfg.RFC2136Server, zone: dns.Fqdn(strings.ToLower(zone)), keyName: dns.Fqdn(cfg.RFC2136KeyName), secret: cfg.RFC2136KeySecret,
 		ttl: uint32(cfg.DNSTTL / time.Second), z: z, log: log, dirty: map[string]struct{}{}, kick: make(chan struct{}, 1),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_certdns_rfc2136_updates_total",
 			Help: "RFC 2136 UPDATE messages sent to the operator's DNS server, by result."}, []string{"result"}),
 	}
-	return u
 }
 
 func (u *updater) mark(names ...string) {
@@ -85,32 +85,23 @@ func (u *updater) take() []string {
 }
 
 func (u *updater) run(ctx context.Context) {
-	wait := 100 * time.Millisecond
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-u.kick:
 		}
-		for ctx.Err() == nil {
-			names := u.take()
-			if len(names) == 0 {
-				break
-			}
+		for names := u.take(); len(names) > 0 && ctx.Err() == nil; names = u.take() {
 			if err := u.send(names); err != nil {
 				u.results.WithLabelValues("error").Inc()
-				u.log.Warn("RFC 2136 update failed; retrying", obslog.Event("certdns.rfc2136_failed"), "server", u.server, "names", len(names), "error", err, "in", wait)
+				u.log.Warn("RFC 2136 update failed; retrying", obslog.Event("certdns.rfc2136_failed"), "server", u.server, "names", len(names), "error", err)
 				u.mark(names...)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				wait = min(wait*2, 30*time.Second)
+				_ = backoff.Wait(ctx)
 				continue
 			}
 			u.results.WithLabelValues("ok").Inc()
-			wait = 100 * time.Millisecond
+			backoff.Reset()
 		}
 	}
 }

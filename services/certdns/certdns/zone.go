@@ -2,7 +2,6 @@ package certdns
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orbitplane/orbit/libs/retry"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/services/certdns/pool"
 	"github.com/orbitplane/orbit/services/registry/registry"
@@ -21,21 +21,21 @@ import (
 // certificate's name, pointing at the address of the satellite's latest
 // heartbeat. It follows etcd — the certificate assignments and the
 // registry's satellite records (which the registry writes within its flush
-// interval of an address change) — through one watch.
+// interval of an address change) — with a watch on each.
 type zone struct {
 	mu     sync.RWMutex
 	names  map[string]string // satellite ID -> name (lower case, no trailing dot)
 	byName map[string]string // name -> satellite ID
-	addrs  map[string]string // satellite ID -> host:port of its latest heartbeat
-	known  map[string]bool   // satellite IDs the registry has
-	ready  bool
+	// addrs has every satellite the registry has: ID -> host:port of its
+	// latest heartbeat.
+	addrs map[string]string
 	// changed, when set, hears every name whose records may have changed
 	// (called outside the lock).
 	changed func(names ...string)
 }
 
 func newZone() *zone {
-	return &zone{names: map[string]string{}, byName: map[string]string{}, addrs: map[string]string{}, known: map[string]bool{}}
+	return &zone{names: map[string]string{}, byName: map[string]string{}, addrs: map[string]string{}}
 }
 
 func (z *zone) setName(id, name string) {
@@ -66,7 +66,7 @@ func (z *zone) lookup(name string) (addr string, ok bool) {
 }
 
 func (z *zone) notify(names ...string) {
-	if z.changed != nil && len(names) > 0 {
+	if z.changed != nil {
 		z.changed(names...)
 	}
 }
@@ -90,11 +90,7 @@ func (z *zone) applyAssignment(key string, value []byte, deleted bool) {
 	z.setName(id, c.DnsName)
 	name := z.names[id]
 	z.mu.Unlock()
-	if old != "" && old != name {
-		z.notify(old, name)
-	} else {
-		z.notify(name)
-	}
+	z.notify(old, name) // the updater ignores "" and repeats
 }
 
 // applySatellite handles a put or delete under registry.SatellitePrefix; it
@@ -105,11 +101,8 @@ func (z *zone) applySatellite(key string, value []byte, deleted bool) bool {
 	name := z.names[id]
 	if deleted {
 		delete(z.addrs, id)
-		delete(z.known, id)
 		z.mu.Unlock()
-		if name != "" {
-			z.notify(name)
-		}
+		z.notify(name)
 		return true
 	}
 	var sat registryv1.Satellite
@@ -117,11 +110,10 @@ func (z *zone) applySatellite(key string, value []byte, deleted bool) bool {
 		z.mu.Unlock()
 		return false
 	}
-	z.known[id] = true
-	prev := z.addrs[id]
+	prev, had := z.addrs[id]
 	z.addrs[id] = sat.Address
 	z.mu.Unlock()
-	if name != "" && prev != sat.Address {
+	if !had || prev != sat.Address {
 		z.notify(name)
 	}
 	return false
@@ -138,31 +130,25 @@ func (z *zone) allNames() []string {
 	return out
 }
 
-// follow loads the zone and keeps it current until ctx ends. released is
-// called (outside the lock) for each satellite the registry deleted, and at
-// load for each assignment whose satellite is gone.
-func (z *zone) follow(ctx context.Context, cli *clientv3.Client, released func(id string)) error {
+// follow loads the zone and keeps it current until ctx ends, reloading
+// (with backoff) when a watch is lost or compacted. released is called for
+// each satellite the registry deleted, and at load for each assignment
+// whose satellite is gone.
+func (z *zone) follow(ctx context.Context, cli *clientv3.Client, released func(id string)) {
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		rev, orphans, err := z.load(ctx, cli)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
+		if err == nil {
+			backoff.Reset()
+			for _, id := range orphans {
+				released(id)
 			}
-			continue
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			z.watch(wctx, cli, rev+1, released)
+			cancel()
 		}
-		for _, id := range orphans {
-			released(id)
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		err = z.watch(wctx, cli, rev+1, released)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		// Compacted or lost: reload.
+		_ = backoff.Wait(ctx)
 	}
-	return nil
 }
 
 func (z *zone) load(ctx context.Context, cli *clientv3.Client) (int64, []string, error) {
@@ -180,7 +166,8 @@ func (z *zone) load(ctx context.Context, cli *clientv3.Client) (int64, []string,
 	var orphans []string
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		fresh.applyAssignment(string(kv.Key), kv.Value, false)
-		if id := strings.TrimPrefix(string(kv.Key), pool.AssignedPrefix); !fresh.known[id] {
+		id := strings.TrimPrefix(string(kv.Key), pool.AssignedPrefix)
+		if _, known := fresh.addrs[id]; !known {
 			orphans = append(orphans, id)
 		}
 	}
@@ -191,31 +178,30 @@ func (z *zone) load(ctx context.Context, cli *clientv3.Client) (int64, []string,
 			gone = append(gone, n)
 		}
 	}
-	z.names, z.byName, z.addrs, z.known, z.ready = fresh.names, fresh.byName, fresh.addrs, fresh.known, true
+	z.names, z.byName, z.addrs = fresh.names, fresh.byName, fresh.addrs
 	z.mu.Unlock()
 	z.notify(append(gone, z.allNames()...)...)
 	return resp.Header.Revision, orphans, nil
 }
 
-var errWatchEnded = errors.New("certdns: watch ended")
-
-func (z *zone) watch(ctx context.Context, cli *clientv3.Client, from int64, released func(id string)) error {
+// watch applies both prefixes' events until ctx ends or a watch is lost.
+func (z *zone) watch(ctx context.Context, cli *clientv3.Client, from int64, released func(id string)) {
 	assigned := cli.Watch(ctx, pool.AssignedPrefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 	sats := cli.Watch(ctx, registry.SatellitePrefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case wr, ok := <-assigned:
 			if !ok || wr.Err() != nil {
-				return errWatchEnded
+				return
 			}
 			for _, ev := range wr.Events {
 				z.applyAssignment(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
 			}
 		case wr, ok := <-sats:
 			if !ok || wr.Err() != nil {
-				return errWatchEnded
+				return
 			}
 			for _, ev := range wr.Events {
 				if z.applySatellite(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete) {

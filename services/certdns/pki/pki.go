@@ -170,7 +170,9 @@ func (ca *CA) IssueFor(dnsName string, ips []net.IP, lifetime time.Duration) (Is
 	if err != nil {
 		return Issued{}, err
 	}
-	now := time.Now()
+	// Certificates hold whole seconds; so does Issued, so a stored NotAfter
+	// equals the one a holder reads from the certificate.
+	now := time.Now().Truncate(time.Second)
 	sn := serial()
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,

@@ -118,8 +118,12 @@ func newName(domain string) string {
 	return fmt.Sprintf("%s-%s-%s-%s-%s.satellites.%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:], domain)
 }
 
-func (p *Pool) issue() (*certdnsv1.Certificate, error) {
-	is, err := p.ca.Issue(newName(p.cfg.Domain), p.cfg.Lifetime)
+// issue signs a certificate for name (a new one when empty).
+func (p *Pool) issue(name string) (*certdnsv1.Certificate, error) {
+	if name == "" {
+		name = newName(p.cfg.Domain)
+	}
+	is, err := p.ca.Issue(name, p.cfg.Lifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +162,7 @@ func (p *Pool) Fill(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c, err := p.issue()
+		c, err := p.issue("")
 		if err != nil {
 			return err
 		}
@@ -172,7 +176,8 @@ func (p *Pool) Fill(ctx context.Context) error {
 }
 
 // Run refills the pool whenever it is under the low watermark: at start,
-// after claims, and every interval.
+// after claims, and every interval; every interval it also prunes the
+// records of revoked certificates that have expired.
 func (p *Pool) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -186,6 +191,7 @@ func (p *Pool) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			p.pruneRevoked(ctx)
 		case <-p.kick:
 		}
 	}
@@ -221,7 +227,7 @@ func (p *Pool) Assign(ctx context.Context, satelliteID string) (*certdnsv1.Certi
 		cands := p.fresh(ctx, resp.Responses[1].GetResponseRange().Kvs)
 		if len(cands) == 0 {
 			p.m.Dry.Inc()
-			c, err := p.issue()
+			c, err := p.issue("")
 			if err != nil {
 				return nil, err
 			}
@@ -272,18 +278,6 @@ func (p *Pool) fresh(ctx context.Context, kvs []*mvccpb.KeyValue) []*mvccpb.KeyV
 	return out
 }
 
-// Lookup returns the satellite's assigned certificate, or nil if it has none.
-func Lookup(ctx context.Context, kv clientv3.KV, satelliteID string) (*certdnsv1.Certificate, error) {
-	resp, err := kv.Get(ctx, AssignedPrefix+satelliteID)
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
-	}
-	return Decode(resp.Kvs[0].Value)
-}
-
 // ErrNotAssigned: the satellite holds no certificate.
 var ErrNotAssigned = errors.New("certdns: the satellite holds no certificate")
 
@@ -306,89 +300,121 @@ func revocationOp(c *certdnsv1.Certificate, reason string) clientv3.Op {
 // ErrNotAssigned when the satellite holds none.
 func (p *Pool) Renew(ctx context.Context, satelliteID string) (*certdnsv1.Certificate, error) {
 	key := AssignedPrefix + satelliteID
-	for attempt := 0; attempt < MaxClaimAttempts; attempt++ {
-		resp, err := p.kv.Get(ctx, key)
+	_, c, err := p.change(ctx, satelliteID, "superseded", func(old *certdnsv1.Certificate) (clientv3.Op, *certdnsv1.Certificate, error) {
+		c, err := p.issue(old.DnsName)
 		if err != nil {
-			return nil, err
+			return clientv3.Op{}, nil, err
 		}
-		if len(resp.Kvs) == 0 {
-			return nil, ErrNotAssigned
-		}
-		old, err := Decode(resp.Kvs[0].Value)
-		if err != nil {
-			return nil, err
-		}
-		is, err := p.ca.Issue(old.DnsName, p.cfg.Lifetime)
-		if err != nil {
-			return nil, err
-		}
-		p.m.Issued.Inc()
-		c := &certdnsv1.Certificate{DnsName: is.DNSName, CertPem: is.CertPEM, KeyPem: is.KeyPEM, CaPem: p.ca.CertPEM,
-			Serial: is.Serial, NotAfter: timestamppb.New(is.NotAfter)}
 		raw, _ := proto.Marshal(c)
-		tr, err := p.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
-			Then(clientv3.OpPut(key, string(raw)), revocationOp(old, "superseded")).Commit()
-		if err != nil {
-			return nil, err
-		}
-		if tr.Succeeded {
-			p.m.Renewals.Inc()
-			return c, nil
-		}
+		return clientv3.OpPut(key, string(raw)), c, nil
+	})
+	if err == nil {
+		p.m.Renewals.Inc()
 	}
-	return nil, fmt.Errorf("certdns: renewal of %s kept racing; try again", satelliteID)
+	return c, err
 }
 
 // Release revokes the satellite's certificate and drops the assignment (its
-// name stops resolving). Releasing a satellite with none is a no-op.
+// name stops resolving). Releasing a satellite with none is a no-op (nil).
 func (p *Pool) Release(ctx context.Context, satelliteID, reason string) (*certdnsv1.Certificate, error) {
+	old, _, err := p.change(ctx, satelliteID, reason, func(*certdnsv1.Certificate) (clientv3.Op, *certdnsv1.Certificate, error) {
+		return clientv3.OpDelete(AssignedPrefix + satelliteID), nil, nil
+	})
+	switch {
+	case errors.Is(err, ErrNotAssigned):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	p.m.Releases.Inc()
+	return old, nil
+}
+
+// change replaces (or deletes) a satellite's assignment with the op next
+// builds from the current one, revoking the current certificate, in one
+// transaction guarded by the assignment's mod revision; it retries when
+// another change won the race. ErrNotAssigned when there is none.
+func (p *Pool) change(ctx context.Context, satelliteID, reason string,
+	next func(old *certdnsv1.Certificate) (clientv3.Op, *certdnsv1.Certificate, error)) (old, result *certdnsv1.Certificate, err error) {
 	key := AssignedPrefix + satelliteID
 	for attempt := 0; attempt < MaxClaimAttempts; attempt++ {
 		resp, err := p.kv.Get(ctx, key)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(resp.Kvs) == 0 {
-			return nil, nil
+			return nil, nil, ErrNotAssigned
 		}
 		old, err := Decode(resp.Kvs[0].Value)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		op, result, err := next(old)
+		if err != nil {
+			return nil, nil, err
 		}
 		tr, err := p.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
-			Then(clientv3.OpDelete(key), revocationOp(old, reason)).Commit()
+			Then(op, revocationOp(old, reason)).Commit()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if tr.Succeeded {
-			p.m.Releases.Inc()
-			return old, nil
+			return old, result, nil
 		}
 	}
-	return nil, fmt.Errorf("certdns: release of %s kept racing; try again", satelliteID)
+	return nil, nil, fmt.Errorf("certdns: changing the certificate of %s kept racing; try again", satelliteID)
 }
 
-// Revoked lists the revoked certificates not yet expired, and deletes the
-// records of those that have.
+// Revoked lists the revoked certificates not yet expired (what the CRL
+// lists).
 func (p *Pool) Revoked(ctx context.Context) ([]Revocation, error) {
-	resp, err := p.kv.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
+	all, err := p.revocations(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
 	var out []Revocation
-	for _, kv := range resp.Kvs {
-		var r Revocation
-		if json.Unmarshal(kv.Value, &r) != nil {
-			continue
+	for _, r := range all {
+		if now.Before(r.rev.NotAfter) {
+			out = append(out, r.rev)
 		}
-		if now.After(r.NotAfter) {
-			_, _ = p.kv.Delete(ctx, string(kv.Key)) // expired: a CRL need not list it
-			continue
-		}
-		out = append(out, r)
 	}
 	return out, nil
+}
+
+type storedRevocation struct {
+	key string
+	rev Revocation
+}
+
+func (p *Pool) revocations(ctx context.Context) ([]storedRevocation, error) {
+	resp, err := p.kv.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storedRevocation, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r Revocation
+		if json.Unmarshal(kv.Value, &r) == nil {
+			out = append(out, storedRevocation{key: string(kv.Key), rev: r})
+		}
+	}
+	return out, nil
+}
+
+// pruneRevoked deletes the records of revoked certificates that have
+// expired anyway (a CRL need not list them); the refill loop runs it.
+func (p *Pool) pruneRevoked(ctx context.Context) {
+	all, err := p.revocations(ctx)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, r := range all {
+		if now.After(r.rev.NotAfter) {
+			_, _ = p.kv.Delete(ctx, r.key)
+		}
+	}
 }
 
 // Decode reads a stored certificate.

@@ -9,10 +9,14 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/orbitplane/orbit/libs/obslog"
+	"github.com/orbitplane/orbit/libs/retry"
 	certdnsv1 "github.com/orbitplane/orbit/proto/orbit/certdns/v1"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
 	"github.com/orbitplane/orbit/services/certdns/pool"
 	"github.com/orbitplane/orbit/services/registry/registry"
 )
@@ -51,17 +55,19 @@ type errCertificate struct{ msg string }
 
 func (e *errCertificate) Error() string { return e.msg }
 
-// checkCertificate runs before registration: a satellite that already holds
-// a certificate (it enrolled before, under this tenant and identity) must
-// present exactly that one, verified by TLS against the platform CA. A
-// satellite that holds none yet enrols with its deploy key alone. It
-// returns what the link needs next.
+// checkCertificate runs before registration: a satellite that holds a
+// certificate (it enrolled before, under this tenant and identity, and
+// reported holding it — name and expiry — in a heartbeat) must present
+// exactly that one,
+// verified by TLS against the platform CA. A satellite that holds none yet
+// enrols with its deploy key alone. It returns what the link needs next.
 //
-// An assigned certificate that has expired (the satellite was away longer
-// than its lifetime) proves nothing either way: such a satellite enrols
-// again with its deploy key and gets a renewed certificate.
+// Two cases fall back to the deploy key: a certificate assigned but never
+// reported held (its delivery was lost with the link) is delivered again,
+// and one that has expired (the satellite was away longer than its
+// lifetime) proves nothing either way and is renewed.
 func (s *Service) checkCertificate(ctx context.Context, tenant, identity string) (certNeed, error) {
-	resp, err := s.etcd.Get(ctx, registry.IdentityPrefix+tenant+"/"+identity)
+	resp, err := s.etcd.Get(ctx, registry.IdentityPrefix+registry.IdentityKey(tenant, identity))
 	if err != nil {
 		return 0, err
 	}
@@ -69,15 +75,28 @@ func (s *Service) checkCertificate(ctx context.Context, tenant, identity string)
 		return needAssign, nil // never enrolled
 	}
 	id := string(resp.Kvs[0].Value)
-	assigned, err := pool.Lookup(ctx, s.etcd, id)
+	// The assignment and the registry's record, in one round trip.
+	tr, err := s.etcd.Txn(ctx).Then(clientv3.OpGet(pool.AssignedPrefix+id), clientv3.OpGet(registry.SatellitePrefix+id)).Commit()
 	if err != nil {
 		return 0, err
 	}
-	if assigned == nil {
+	kvs := tr.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
 		return needAssign, nil
 	}
-	if assigned.NotAfter != nil && time.Now().After(assigned.NotAfter.AsTime()) {
+	assigned, err := pool.Decode(kvs[0].Value)
+	if err != nil {
+		return 0, err
+	}
+	var held registryv1.Satellite
+	if rec := tr.Responses[1].GetResponseRange().Kvs; len(rec) == 1 {
+		_ = proto.Unmarshal(rec[0].Value, &held)
+	}
+	switch {
+	case assigned.NotAfter != nil && time.Now().After(assigned.NotAfter.AsTime()):
 		return needRenew, nil
+	case held.DnsName != assigned.DnsName || !proto.Equal(held.CertNotAfter, assigned.NotAfter):
+		return needAssign, nil // this one never reported held: deliver it again
 	}
 	peer := peerCertificate(ctx)
 	switch {
@@ -100,48 +119,49 @@ const (
 	needRenew                       // its certificate expired: renew it
 )
 
-// deliverCertificate gets the satellite its certificate from certdns and
-// sends it down the link, retrying with backoff while the link lives.
+// deliverCertificate gets the satellite its certificate from certdns (a
+// new assignment, or a renewal) and sends it down the link, retrying with
+// backoff while the link lives; one delivery at a time per link.
 func (l *link) deliverCertificate(ctx context.Context, renew bool) {
-	if !l.renewing.CompareAndSwap(false, true) {
-		return // one at a time
+	if !l.delivering.CompareAndSwap(false, true) {
+		return
 	}
-	defer l.renewing.Store(false)
-	wait := 500 * time.Millisecond
-	for ctx.Err() == nil {
-		var c *certdnsv1.Certificate
-		var err error
+	defer l.delivering.Store(false)
+	get := func() (*certdnsv1.Certificate, error) {
 		if renew {
-			var resp *connect.Response[certdnsv1.RenewCertificateResponse]
-			resp, err = l.s.certdns.RenewCertificate(ctx, connect.NewRequest(&certdnsv1.RenewCertificateRequest{SatelliteId: l.satID}))
-			if err == nil {
-				c = resp.Msg.Certificate
+			resp, err := l.s.certdns.RenewCertificate(ctx, connect.NewRequest(&certdnsv1.RenewCertificateRequest{SatelliteId: l.satID}))
+			if err != nil {
+				return nil, err
 			}
-		} else {
-			var resp *connect.Response[certdnsv1.AssignCertificateResponse]
-			resp, err = l.s.certdns.AssignCertificate(ctx, connect.NewRequest(&certdnsv1.AssignCertificateRequest{SatelliteId: l.satID, TenantId: l.tenant}))
-			if err == nil {
-				c = resp.Msg.Certificate
-			}
+			return resp.Msg.Certificate, nil
 		}
-		if err == nil {
-			err = l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Certificate{Certificate: &connectorv1.CertificateDelivery{
-				DnsName: c.DnsName, CertPem: c.CertPem, KeyPem: c.KeyPem, CaPem: c.CaPem, NotAfter: c.NotAfter, Serial: c.Serial}}})
-			if err == nil {
-				l.s.m.certs.WithLabelValues(map[bool]string{true: "renewed", false: "assigned"}[renew]).Inc()
-				l.s.log.InfoContext(ctx, "certificate delivered", obslog.Event("connector.certificate"), "satellite", l.satID, "dns_name", c.DnsName, "serial", c.Serial, "renewal", renew)
-			}
-			return
+		resp, err := l.s.certdns.AssignCertificate(ctx, connect.NewRequest(&certdnsv1.AssignCertificateRequest{SatelliteId: l.satID, TenantId: l.tenant}))
+		if err != nil {
+			return nil, err
 		}
-		if connect.CodeOf(err) == connect.CodeNotFound || connect.CodeOf(err) == connect.CodeInvalidArgument {
-			l.s.log.WarnContext(ctx, "certificate not delivered", "satellite", l.satID, "error", err)
-			return
-		}
-		l.s.log.WarnContext(ctx, "certdns unavailable; retrying the certificate", "satellite", l.satID, "error", err, "in", wait)
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 30*time.Second)
+		return resp.Msg.Certificate, nil
 	}
+	var c *certdnsv1.Certificate
+	err := retry.Do(ctx, retry.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}, func() error {
+		var err error
+		c, err = get()
+		if code := connect.CodeOf(err); err != nil && (code == connect.CodeNotFound || code == connect.CodeInvalidArgument) {
+			return nil // retrying cannot help; c is nil
+		}
+		return err
+	}, func(err error) {
+		l.s.log.WarnContext(ctx, "certdns unavailable; retrying the certificate", "satellite", l.satID, "error", err)
+	})
+	if err != nil || c == nil {
+		if ctx.Err() == nil {
+			l.s.log.WarnContext(ctx, "certificate not delivered", "satellite", l.satID, "renewal", renew)
+		}
+		return
+	}
+	if err := l.send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Certificate{Certificate: &connectorv1.CertificateDelivery{
+		DnsName: c.DnsName, CertPem: c.CertPem, KeyPem: c.KeyPem, CaPem: c.CaPem, NotAfter: c.NotAfter, Serial: c.Serial}}}); err != nil {
+		return // the link is going; the next one delivers it again (checkCertificate)
+	}
+	l.s.m.certs.WithLabelValues(map[bool]string{true: "renewed", false: "assigned"}[renew]).Inc()
+	l.s.log.InfoContext(ctx, "certificate delivered", obslog.Event("connector.certificate"), "satellite", l.satID, "dns_name", c.DnsName, "serial", c.Serial, "renewal", renew)
 }

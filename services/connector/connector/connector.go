@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -132,9 +131,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connector: --client-ca: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("connector: --client-ca %s holds no PEM certificate", c.ClientCA)
+	pool, err := connectclient.CertPool(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("connector: --client-ca %s: %w", c.ClientCA, err)
 	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},

@@ -39,8 +39,8 @@ type link struct {
 	cancel         context.CancelFunc
 	last           atomic.Int64 // unix nanos of the last frame received
 
-	sendMu   sync.Mutex
-	renewing atomic.Bool
+	sendMu     sync.Mutex
+	delivering atomic.Bool
 
 	mu      sync.Mutex
 	queries map[string]*inflight

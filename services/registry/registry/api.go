@@ -58,7 +58,7 @@ func (a *api) Register(ctx context.Context, req *connect.Request[registryv1.Regi
 		return nil, err
 	}
 	s := a.s
-	ikey := identityKey(r.TenantId, r.Identity)
+	ikey := IdentityKey(r.TenantId, r.Identity)
 	s.state.mu.RLock()
 	id, known := s.state.identity[ikey]
 	s.state.mu.RUnlock()
@@ -245,7 +245,7 @@ func (a *api) DeleteSatellite(ctx context.Context, req *connect.Request[registry
 	// The flusher must not write the record back after it is gone.
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
-	ikey := IdentityPrefix + identityKey(sat.TenantId, sat.Identity)
+	ikey := IdentityPrefix + IdentityKey(sat.TenantId, sat.Identity)
 	if _, err := s.etcd.Txn(ctx).Then(clientv3.OpDelete(SatellitePrefix+sat.Id), clientv3.OpDelete(ikey)).Commit(); err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}

@@ -38,14 +38,16 @@ func newState() *state {
 	}
 }
 
-func identityKey(tenant, identity string) string { return tenant + "/" + identity }
+// IdentityKey is the key of a satellite's identity within a tenant (under
+// IdentityPrefix in etcd).
+func IdentityKey(tenant, identity string) string { return tenant + "/" + identity }
 
 // load puts a satellite read from etcd into memory.
 func (s *state) load(sat *registryv1.Satellite, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.byID[sat.Id] = &entry{sat: sat, lastSeen: now}
-	s.identity[identityKey(sat.TenantId, sat.Identity)] = sat.Id
+	s.identity[IdentityKey(sat.TenantId, sat.Identity)] = sat.Id
 }
 
 // changed records a visible change of e: it goes to etcd in the next batch
@@ -164,7 +166,7 @@ func (s *state) remove(id string) *registryv1.Satellite {
 	}
 	delete(s.byID, id)
 	delete(s.dirty, id)
-	ikey := identityKey(e.sat.TenantId, e.sat.Identity)
+	ikey := IdentityKey(e.sat.TenantId, e.sat.Identity)
 	if s.identity[ikey] == id {
 		delete(s.identity, ikey)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/obslog"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 )
@@ -22,7 +23,6 @@ type heldCert struct {
 	serial    string
 	notBefore time.Time
 	notAfter  time.Time
-	caPEM     []byte
 }
 
 // renewAt is when the satellite asks for a new certificate: at 2/3 of the
@@ -41,7 +41,7 @@ func tlsDir(dataDir string) string { return filepath.Join(dataDir, "tls") }
 
 // parseHeld checks a certificate and its key belong together and reads its
 // name and validity.
-func parseHeld(certPEM, keyPEM, caPEM []byte) (*heldCert, error) {
+func parseHeld(certPEM, keyPEM []byte) (*heldCert, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("satellite: certificate: %w", err)
@@ -55,7 +55,7 @@ func parseHeld(certPEM, keyPEM, caPEM []byte) (*heldCert, error) {
 	}
 	pair.Leaf = leaf
 	return &heldCert{tls: &pair, dnsName: leaf.DNSNames[0], serial: leaf.SerialNumber.Text(16),
-		notBefore: leaf.NotBefore, notAfter: leaf.NotAfter, caPEM: caPEM}, nil
+		notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}, nil
 }
 
 // loadHeld reads the certificate kept in the data dir; nil if there is none.
@@ -72,8 +72,7 @@ func loadHeld(dataDir string) (*heldCert, error) {
 	if err != nil {
 		return nil, fmt.Errorf("satellite: certificate key: %w", err)
 	}
-	caPEM, _ := os.ReadFile(filepath.Join(dir, caFile))
-	return parseHeld(certPEM, keyPEM, caPEM)
+	return parseHeld(certPEM, keyPEM)
 }
 
 // writeAtomic writes each file via a temporary and a rename, key first, so
@@ -98,14 +97,14 @@ func writeAtomic(dir string, names []string, data map[string][]byte) error {
 // onCertificate takes a delivered certificate: checked, saved to the data
 // dir, then served from the next handshake on (hot reload, no restart).
 func (a *Agent) onCertificate(ctx context.Context, d *connectorv1.CertificateDelivery) error {
-	h, err := parseHeld(d.CertPem, d.KeyPem, d.CaPem)
+	h, err := parseHeld(d.CertPem, d.KeyPem)
 	if err != nil {
 		return err
 	}
 	if len(d.CaPem) > 0 {
-		roots := x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(d.CaPem) {
-			return errors.New("satellite: delivered CA is not PEM")
+		roots, err := connectclient.CertPool(d.CaPem)
+		if err != nil {
+			return fmt.Errorf("satellite: delivered CA: %w", err)
 		}
 		if _, err := h.tls.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: h.dnsName}); err != nil {
 			return fmt.Errorf("satellite: delivered certificate does not verify against the delivered CA: %w", err)

@@ -3,11 +3,9 @@ package satellite
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -93,18 +91,7 @@ func (a *Agent) linkLoop(ctx context.Context) {
 func (a *Agent) linkClient() (connectorv1connect.LinkServiceClient, func(), error) {
 	hc := a.deps.HTTPClient
 	if hc == nil && strings.HasPrefix(a.cfg.ConnectorURL, "https://") {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: a.clientCertificate}
-		if a.cfg.ConnectorCA != "" {
-			pem, err := os.ReadFile(a.cfg.ConnectorCA)
-			if err != nil {
-				return nil, nil, fmt.Errorf("--connector-ca: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("--connector-ca %s holds no PEM certificate", a.cfg.ConnectorCA)
-			}
-		}
-		hc = connectclient.HTTPClient(tc)
+		hc = connectclient.HTTPClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: a.connectorRoots, GetClientCertificate: a.clientCertificate})
 	}
 	hc2, opts, err := connectclient.For(hc, a.deps.TracerProvider)
 	if err != nil {

@@ -7,6 +7,7 @@ package satellite
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/svcmain"
@@ -203,6 +205,8 @@ type Agent struct {
 	cert   atomic.Pointer[heldCert]
 	// hbNow asks the heartbeat loop for one at once (a new certificate).
 	hbNow chan struct{}
+	// connectorRoots verify an https:// connector (nil: system roots).
+	connectorRoots *x509.CertPool
 
 	mu    sync.Mutex
 	state State
@@ -236,6 +240,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: deps.Logger, deps: deps, identity: identity, hbNow: make(chan struct{}, 1)}
+	if cfg.ConnectorCA != "" {
+		b, err := os.ReadFile(cfg.ConnectorCA)
+		if err == nil {
+			a.connectorRoots, err = connectclient.CertPool(b)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("satellite: --connector-ca %s: %w", cfg.ConnectorCA, err)
+		}
+	}
 	held, err := loadHeld(cfg.DataDir)
 	if err != nil {
 		// A damaged pair is not fatal: the connector refuses this satellite

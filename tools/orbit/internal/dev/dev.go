@@ -8,7 +8,6 @@ package dev
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -422,8 +421,10 @@ func waitHealthy(ctx context.Context, url string, rootCAs []byte, timeout time.D
 	defer cancel()
 	hc := http.DefaultClient
 	if len(rootCAs) > 0 {
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(rootCAs)
+		roots, err := connectclient.CertPool(rootCAs)
+		if err != nil {
+			return fmt.Errorf("root CAs: %w", err)
+		}
 		hc = connectclient.HTTPClient(&tls.Config{RootCAs: roots})
 		defer hc.CloseIdleConnections()
 	}
