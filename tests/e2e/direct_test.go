@@ -201,7 +201,7 @@ func TestDirectMode(t *testing.T) {
 
 // tlsLink opens a raw link over mutual TLS presenting cert (nil: none) and
 // registers identity; it returns the first frame or the error.
-func (s *system) tlsLink(cert *tls.Certificate, identity string) (*connectorv1.ConnectResponse, error) {
+func (s *system) tlsLink(cert *tls.Certificate, identity, name string) (*connectorv1.ConnectResponse, error) {
 	roots, _ := directclient.Roots(s.caPEM)
 	tc := &tls.Config{RootCAs: roots, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		if cert == nil {
@@ -216,7 +216,7 @@ func (s *system) tlsLink(cert *tls.Certificate, identity string) (*connectorv1.C
 	stream := connectorv1connect.NewLinkServiceClient(hc, s.connectors[0].URL()).Connect(ctx)
 	defer func() { _ = stream.CloseRequest(); _ = stream.CloseResponse() }()
 	if err := stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Register{Register: &connectorv1.Register{
-		DeployKey: s.tenants["tenant-a"].DeployKey, Identity: identity, Name: "impostor"}}}); err != nil && !errors.Is(err, io.EOF) {
+		DeployKey: s.tenants["tenant-a"].DeployKey, Identity: identity, Name: name}}}); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	return stream.Receive()
@@ -244,7 +244,7 @@ func TestMutualTLS(t *testing.T) {
 	_, serial, _ := a.agent.Certificate()
 
 	for what, cert := range map[string]*tls.Certificate{"no certificate": nil, "another satellite's certificate": loadPair(t, b.dir)} {
-		m, err := s.tlsLink(cert, a.agent.Identity())
+		m, err := s.tlsLink(cert, a.agent.Identity(), "impostor")
 		if err != nil || m.GetError().GetCode() != connectorv1.LinkErrorCode_LINK_ERROR_CODE_CERTIFICATE_REQUIRED {
 			t.Fatalf("%s: %v, %v; want CERTIFICATE_REQUIRED", what, m, err)
 		}
@@ -252,7 +252,7 @@ func TestMutualTLS(t *testing.T) {
 	// A satellite whose certificate was assigned but never reported held
 	// (the delivery went down with the link) is not locked out: with its
 	// deploy key it links again and gets the certificate again.
-	m, err := s.tlsLink(nil, "lost-delivery")
+	m, err := s.tlsLink(nil, "lost-delivery", "lost-delivery")
 	if err != nil || m.GetRegistered() == nil {
 		t.Fatalf("first link: %v, %v", m, err)
 	}
@@ -260,11 +260,11 @@ func TestMutualTLS(t *testing.T) {
 	if _, err := cd.AssignCertificate(context.Background(), connect.NewRequest(&certdnsv1.AssignCertificateRequest{SatelliteId: m.GetRegistered().SatelliteId})); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := s.tlsLink(nil, "lost-delivery"); err != nil || m.GetRegistered() == nil {
+	if m, err := s.tlsLink(nil, "lost-delivery", "lost-delivery"); err != nil || m.GetRegistered() == nil {
 		t.Fatalf("a satellite assigned a certificate it never received: %v, %v; want Registered", m, err)
 	}
 	// The control: the satellite's own pair is accepted.
-	if m, err := s.tlsLink(loadPair(t, a.dir), a.agent.Identity()); err != nil || m.GetRegistered() == nil {
+	if m, err := s.tlsLink(loadPair(t, a.dir), a.agent.Identity(), "alpha"); err != nil || m.GetRegistered() == nil {
 		t.Fatalf("own certificate: %v, %v; want Registered", m, err)
 	}
 
@@ -277,7 +277,7 @@ func TestMutualTLS(t *testing.T) {
 	if _, again, _ := a2.agent.Certificate(); again != serial {
 		t.Fatalf("after a restart the satellite holds %s, want the kept %s", again, serial)
 	}
-	stream, err := s.query("tenant-a").ExecuteQuery(context.Background(), connect.NewRequest(&queryv1.ExecuteQueryRequest{Target: &queryv1.ExecuteQueryRequest_Satellite{Satellite: "alpha"}, Sql: "SELECT 1"}))
+	stream, err := s.query("tenant-a").ExecuteQuery(context.Background(), connect.NewRequest(&queryv1.ExecuteQueryRequest{Target: &queryv1.ExecuteQueryRequest_Satellite{Satellite: a2.agent.State().SatelliteID}, Sql: "SELECT 1"}))
 	if err == nil {
 		_, err = collect(stream, false, nil)
 	}
