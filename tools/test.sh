@@ -71,6 +71,10 @@ diff -r --exclude='*.proto' --exclude=BUILD.bazel "$tmp/gen" proto >/dev/null ||
   fail "generated code is stale: run 'go tool -modfile=tools/buf/go.mod buf generate'"
 }
 
+step "web UI: generated TypeScript current, type-check, build (npm registry)"
+tools/web.sh check
+tools/web.sh build
+
 step "BUILD files and go_deps.bzl current (gazelle)"
 "$gazelle" -repo_root . -mode diff >"$tmp/gazelle.diff" 2>&1 || { head -40 "$tmp/gazelle.diff"; fail "BUILD files are stale: run tools/bazel/gazelle.sh"; }
 mkdir -p "$tmp/repos"
@@ -123,6 +127,11 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   grep -q "using passthrough" <<<"$out" && fail "$name: direct mode fell back: $out"
   grep -q '^42$' <<<"$out" || fail "$name: direct query: $out"
   echo "$name: direct mode answered over verified HTTPS"
+  if [ "$name" = go ]; then
+    # The web UI the gateway serves, in Debian's chromium (docs/web.md).
+    step "browser tests (playwright-core, chromium)"
+    tools/web.sh e2e "$endpoint" "$key" || fail "$name: browser tests"
+  fi
   # The services' own logs reach the log broker through the collector.
   out=""
   for _ in $(seq 1 30); do # the collector creates the stream when it starts
@@ -144,7 +153,7 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
 step "orbit dev smoke test (go run)"
 go build -o "$tmp/orbit" ./tools/orbit
 go build -o "$tmp/orbitctl" ./tools/orbitctl
-smoke_dev go "$tmp/orbit"
+smoke_dev go "$tmp/orbit" # serves web/dist (built above): orbit dev's --web-dir auto
 
 if [ -n "${ORBIT_SKIP_BAZEL:-}" ]; then
   echo "ORBIT_SKIP_BAZEL set: skipping bazel build/test"

@@ -66,6 +66,7 @@ func devFlags(fs *flag.FlagSet) (*dev.Config, *string) {
 	fs.IntVar(&cfg.GatewayPort, "gateway-port", dev.DefaultGatewayPort, "gateway (public API) port (0 = any free port)")
 	fs.IntVar(&cfg.Satellites, "satellites", dev.DefaultSatellites, "demo satellites to run (split between the regions)")
 	fs.IntVar(&cfg.Regions, "regions", 1, "spoke regions: 1 shares the hub's NATS and etcd; 2 or more run region-1..N, each with its own NATS, etcd and services, fed by the hub's context publisher")
+	fs.StringVar(&cfg.WebDir, "web-dir", "auto", "built web UI the gateways serve at / (\"auto\": web/dist of the workspace when built; empty: none)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	return cfg, level
 }
@@ -93,9 +94,11 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	}
 	// `bazel run` starts us in the runfiles tree; resolve relative paths
 	// against the workspace the user ran it from.
-	if ws := os.Getenv("BUILD_WORKSPACE_DIRECTORY"); ws != "" && !filepath.IsAbs(cfg.DataDir) {
+	ws := os.Getenv("BUILD_WORKSPACE_DIRECTORY")
+	if ws != "" && !filepath.IsAbs(cfg.DataDir) {
 		cfg.DataDir = filepath.Join(ws, cfg.DataDir)
 	}
+	cfg.WebDir = webDir(cfg.WebDir, ws, stderr)
 	// Every service's lines also go to <data-dir>/logs/services.log, which
 	// the collector follows into the log broker (docs/development.md).
 	logDir := filepath.Join(cfg.DataDir, dev.LogDir)
@@ -132,6 +135,9 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "  dev.json: %s\n", filepath.Join(info.DataDir, dev.InfoFile))
+	if cfg.WebDir != "" {
+		fmt.Fprintf(stdout, "  web UI:   %s (sign in with the API key below)\n", info.GatewayURL)
+	}
 	fmt.Fprintf(stdout, "\nTry it:\n  export ORBIT_ENDPOINT=%s ORBIT_API_KEY=%s\n  orbitctl satellites list\n  orbitctl query --selector env=demo \"SELECT service, count(*) FROM logs GROUP BY 1\"\n",
 		info.GatewayURL, info.APIKey)
 	if r := info.Regions[0]; r.CACert != "" && r.DNSAddr != "" {
@@ -142,4 +148,28 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	stop() // a second Ctrl-C now ends the process at once
 	fmt.Fprintln(stdout, "stopping... (Ctrl-C again to force)")
 	return st.Stop()
+}
+
+// webDir resolves --web-dir: "auto" is the workspace's web/dist when it has
+// been built (tools/dev.sh builds it), else no UI, said once on stderr.
+func webDir(flagValue, workspace string, stderr io.Writer) string {
+	if flagValue != "auto" {
+		if flagValue != "" && workspace != "" && !filepath.IsAbs(flagValue) {
+			return filepath.Join(workspace, flagValue)
+		}
+		return flagValue
+	}
+	dir := filepath.Join("web", "dist")
+	if workspace != "" {
+		dir = filepath.Join(workspace, dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.html")); err != nil {
+		fmt.Fprintln(stderr, "orbit dev: no web UI (web/dist is not built: npm --prefix web ci && npm --prefix web run build, or use tools/dev.sh)")
+		return ""
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	return abs
 }

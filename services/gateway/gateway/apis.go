@@ -162,6 +162,11 @@ func (r *registryAPI) WatchSatellites(ctx context.Context, req *connect.Request[
 		return forward(err)
 	}
 	defer up.Close()
+	// Headers at once: a browser knows the watch is live before the first
+	// event (a tenant with no satellites gets none).
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	for up.Receive() {
 		if err := stream.Send(up.Msg()); err != nil {
 			return err

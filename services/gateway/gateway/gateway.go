@@ -62,6 +62,8 @@ type Config struct {
 	Region     string
 	// DirectTokenTTL is the lifetime of direct-mode tokens.
 	DirectTokenTTL time.Duration
+	// WebDir is the built web UI (web/dist) served at "/"; empty serves none.
+	WebDir string
 }
 
 // RegisterFlags defines the gateway's flags.
@@ -79,6 +81,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.Cache.TTL, "auth-cache-ttl", loadingcache.DefaultTTL, "how long a resolved key stays cached (an etcd watch applies changes at once)")
 	fs.DurationVar(&c.DirectTokenTTL, "direct-token-ttl", directtoken.DefaultTTL, "lifetime of direct-mode tokens (at most 15m)")
+	fs.StringVar(&c.WebDir, "web-dir", "", "built web UI to serve at / (web/dist after npm --prefix web run build; empty: no UI)")
 	fs.DurationVar(&c.Cache.NegativeTTL, "auth-negative-ttl", loadingcache.DefaultNegativeTTL, "how long an unknown key stays cached as unknown")
 }
 
@@ -173,6 +176,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
 	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))
 	srv.Handle(logbrokerv1connect.NewLogBrokerServiceHandler(&logsAPI{s: s}, hopts...))
+	if cfg.WebDir != "" {
+		web, err := webHandler(cfg.WebDir)
+		if err != nil {
+			return nil, err
+		}
+		srv.HandleHTTP("/", web)
+	}
 	return s, nil
 }
 

@@ -196,7 +196,7 @@ func spokeComponents(first bool) []Component {
 			}))
 	}
 	return append(cs, service("gateway", gateway.Needs, func(ctx context.Context, env Env, d deps) (svcLib, error) {
-		cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: env.Region}
+		cfg := gateway.Config{BrokerURL: env.Services["querybroker"], RegistryURL: env.Services["registry"], LogBrokerURL: env.Services["logbroker"], Region: env.Region, WebDir: env.Config.WebDir}
 		port := 0
 		if first {
 			port = env.Config.GatewayPort

@@ -62,6 +62,8 @@ type Config struct {
 	// region "region-N" gets its own NATS and etcd and its own services,
 	// and the demo satellites are split between them.
 	Regions int
+	// WebDir is the built web UI every gateway serves at "/" (empty: none).
+	WebDir string
 }
 
 // MaxRegions bounds --regions (each region is a NATS server, an etcd member

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The web UI's build steps (docs/web.md), shared by tools/dev.sh and
+# tools/test.sh:
+#   tools/web.sh build     npm ci when needed, type-check, vite build → web/dist
+#   tools/web.sh check     generated TypeScript current (buf + protoc-gen-es)
+#   tools/web.sh e2e URL KEY   browser tests in Debian's chromium (playwright-core)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+command -v npm >/dev/null || { echo "web.sh: npm not found (Node.js 20 from Debian or nodejs.org)" >&2; exit 1; }
+
+deps() { # node_modules matching package-lock.json, installed from the npm registry
+  if [ ! -f web/node_modules/.package-lock.json ] || ! cmp -s web/package-lock.json web/node_modules/.orbit-lock; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error) >&2
+    cp web/package-lock.json web/node_modules/.orbit-lock
+  fi
+}
+
+case "${1:-}" in
+build)
+  deps
+  (cd web && npm run --silent build)
+  ;;
+check)
+  deps
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  sed "s#out: web/src/gen#out: $tmp/gen#" buf.gen.web.yaml >"$tmp/buf.gen.web.yaml"
+  go tool -modfile=tools/buf/go.mod buf generate --template "$tmp/buf.gen.web.yaml"
+  diff -r "$tmp/gen" web/src/gen >/dev/null || {
+    diff -r "$tmp/gen" web/src/gen | head -20 || true
+    echo "web/src/gen is stale: run 'npm --prefix web run generate'" >&2
+    exit 1
+  }
+  ;;
+e2e)
+  deps
+  [ -x /usr/bin/chromium ] || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium libnss3-tools >/dev/null
+  }
+  ORBIT_ENDPOINT=$2 ORBIT_API_KEY=$3 ORBIT_SCREENSHOTS=${ORBIT_SCREENSHOTS:-$root/docs/screenshots} node web/e2e/browser.mjs
+  ;;
+*)
+  echo "usage: tools/web.sh build|check|e2e URL KEY" >&2
+  exit 2
+  ;;
+esac
