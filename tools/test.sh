@@ -130,7 +130,7 @@ smoke_dev() { # NAME COMMAND...: orbit dev comes up, writes dev.json, stops clea
   if [ "$name" = go ]; then
     # The web UI the gateway serves, in Debian's chromium (docs/web.md).
     step "browser tests (playwright-core, chromium)"
-    tools/web.sh e2e "$endpoint" "$key" || fail "$name: browser tests"
+    tools/web.sh e2e "$dir/dev.json" || fail "$name: browser tests"
   fi
   # The services' own logs reach the log broker through the collector.
   out=""

@@ -3,7 +3,8 @@
 # tools/test.sh:
 #   tools/web.sh build     npm ci when needed, type-check, vite build → web/dist
 #   tools/web.sh check     generated TypeScript current (buf + protoc-gen-es)
-#   tools/web.sh e2e URL KEY   browser tests in Debian's chromium (playwright-core)
+#   tools/web.sh e2e DEV_JSON  browser tests in Debian's chromium (playwright-core)
+#                              against the orbit dev system DEV_JSON describes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -40,10 +41,13 @@ e2e)
     apt-get update -qq >/dev/null
     apt-get install -y -qq chromium libnss3-tools >/dev/null
   }
-  ORBIT_ENDPOINT=$2 ORBIT_API_KEY=$3 ORBIT_SCREENSHOTS=${ORBIT_SCREENSHOTS:-$root/docs/screenshots} node web/e2e/browser.mjs
+  info=${2:?usage: tools/web.sh e2e DEV_JSON}
+  field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$info" | head -n1; }
+  ORBIT_ENDPOINT=$(field gateway_url) ORBIT_API_KEY=$(field api_key) ORBIT_ADMIN_TOKEN=$(field admin_token) \
+    ORBIT_CA_CERT=$(field ca_cert) ORBIT_SCREENSHOTS=${ORBIT_SCREENSHOTS:-$root/docs/screenshots} node web/e2e/browser.mjs
   ;;
 *)
-  echo "usage: tools/web.sh build|check|e2e URL KEY" >&2
+  echo "usage: tools/web.sh build|check|e2e DEV_JSON" >&2
   exit 2
   ;;
 esac

@@ -8,9 +8,10 @@ import { join } from "node:path";
 
 const endpoint = process.env.ORBIT_ENDPOINT;
 const apiKey = process.env.ORBIT_API_KEY;
+const adminToken = process.env.ORBIT_ADMIN_TOKEN;
 const shots = process.env.ORBIT_SCREENSHOTS ?? "e2e/out";
-if (!endpoint || !apiKey) {
-  console.error("browser.mjs: set ORBIT_ENDPOINT and ORBIT_API_KEY (orbit dev prints both)");
+if (!endpoint || !apiKey || !adminToken) {
+  console.error("browser.mjs: set ORBIT_ENDPOINT, ORBIT_API_KEY and ORBIT_ADMIN_TOKEN (orbit dev prints the first two; dev.json has all three)");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -140,6 +141,108 @@ try {
     await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
     const cell = await page.locator('.results [role="row"][aria-rowindex="2"] [role="cell"]').first().innerText();
     expect(cell === "42", `cell ${cell}`);
+  });
+
+  await step("tail logs, filter them, follow one trace across services", async () => {
+    await page.getByRole("link", { name: "Logs" }).click();
+    await page.getByRole("heading", { name: "Logs", exact: true }).waitFor();
+    await page.waitForFunction(() => document.querySelector('select[aria-label="Stream"]')?.value === "orbit-logs", null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelector('[data-testid="tail-state"]')?.textContent?.includes("tailing"));
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="loglines"]')?.getAttribute("data-count")) > 0, null, { timeout: 30_000 });
+    // Level filter: only WARN and above remain (possibly none).
+    await page.getByLabel("Level").selectOption("WARN");
+    const lv = await page.locator(".logline .lvl").allInnerTexts();
+    expect(lv.every((l) => l === "WARN" || l === "ERROR"), `levels after the filter: ${lv}`);
+    await page.getByLabel("Level").selectOption("");
+    // The gateway's request lines carry trace IDs; one query's trace spans
+    // the gateway, the broker, the connector and the satellite.
+    await page.getByLabel("Search logs").fill("ExecuteQuery");
+    await page.getByLabel("Service").selectOption("gateway");
+    const link = page.getByTestId("trace-link").last();
+    await link.waitFor({ timeout: 30_000 });
+    await link.click();
+    await page.getByTestId("trace-summary").waitFor();
+    await page.waitForFunction(() => {
+      const t = document.querySelector('[data-testid="trace-summary"]')?.textContent ?? "";
+      const m = t.match(/across (\d+) services/);
+      return m && Number(m[1]) >= 3;
+    }, null, { timeout: 30_000 });
+    const summary = await page.getByTestId("trace-summary").innerText();
+    expect(/gateway/.test(summary) && /querybroker/.test(summary), `trace summary: ${summary}`);
+    await page.screenshot({ path: join(shots, "logs.png") });
+  });
+
+  // whoAmI asks the gateway (outside the browser) whether a key works.
+  async function whoAmI(key) {
+    const r = await fetch(`${endpoint}/orbit.gateway.v1.GatewayService/WhoAmI`, {
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` }, body: "{}",
+    });
+    return r.status;
+  }
+
+  await step("admin: a wrong admin token is refused", async () => {
+    await page.getByRole("link", { name: "Admin" }).click();
+    await page.getByLabel("Admin token").fill("not-the-admin-token-000000000000");
+    await page.getByRole("button", { name: "Unlock" }).click();
+    const alert = await page.getByRole("alert").innerText();
+    expect(/admin token was refused/i.test(alert), `alert: ${alert}`);
+    consoleErrors.length = 0; // its 401, expected
+  });
+
+  let secret = "";
+  await step("admin: create an API key (shown once) and it works", async () => {
+    await page.getByLabel("Admin token").fill(adminToken);
+    await page.getByRole("button", { name: "Unlock" }).click();
+    await page.getByRole("tab", { name: "API keys" }).waitFor();
+    await page.getByTestId("apikeys").locator("tbody tr").first().waitFor();
+    await page.getByLabel("Key description").fill("browser test");
+    await page.getByRole("button", { name: "Create API key" }).click();
+    secret = await page.getByTestId("secret-value").innerText();
+    expect(/^ok_/.test(secret), `secret ${secret}`);
+    await page.screenshot({ path: join(shots, "admin-apikeys.png") });
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) { // contexts reach the region within moments
+      status = await whoAmI(secret);
+      if (status !== 200) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(status === 200, `the new key: HTTP ${status}`);
+  });
+
+  await step("admin: revoke the key and the gateway refuses it", async () => {
+    await page.getByRole("button", { name: "Done" }).click();
+    const prefix = secret.split("_")[1];
+    const row = page.locator(`[data-testid="apikeys"] tr[data-prefix="${prefix}"]`);
+    page.once("dialog", (d) => d.accept());
+    await row.getByRole("button", { name: "Revoke" }).click();
+    await row.getByText("revoked").waitFor();
+    let status = 200;
+    for (let i = 0; i < 50 && status === 200; i++) {
+      status = await whoAmI(secret);
+      if (status === 200) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(status === 401, `the revoked key: HTTP ${status}`);
+  });
+
+  await step("admin: a deploy key comes with its install command", async () => {
+    await page.getByRole("tab", { name: "Deploy keys" }).click();
+    await page.getByLabel("Deploy key description").fill("browser test sites");
+    await page.getByRole("button", { name: "Create deploy key" }).click();
+    const dk = await page.getByTestId("secret-value").innerText();
+    const cmd = await page.getByTestId("install-command").innerText();
+    expect(/^odk_/.test(dk) && cmd.includes(dk) && cmd.includes("--connector-url"), `deploy key ${dk}, command ${cmd}`);
+    await page.screenshot({ path: join(shots, "admin-deploykeys.png") });
+    await page.getByRole("button", { name: "Done" }).click();
+  });
+
+  await step("admin: regions with the context publisher's lag", async () => {
+    await page.getByRole("tab", { name: "Regions" }).click();
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="regions"] tbody tr')].some((r) => r.textContent?.includes("in sync")));
+    const lag = await page.getByTestId("lag").first().innerText();
+    expect(/changes/.test(lag), `lag ${lag}`);
+    await page.getByRole("tab", { name: "Tenants" }).click();
+    await page.getByTestId("tenants").getByText("Dev tenant").first().waitFor();
+    await page.getByRole("tab", { name: "Regions" }).click();
+    await page.screenshot({ path: join(shots, "admin-regions.png") });
   });
 
   await step("no errors in the browser console", async () => {

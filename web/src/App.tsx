@@ -5,10 +5,14 @@ import { navigate, useLocation } from "./router";
 import { SignIn } from "./pages/SignIn";
 import { Satellites } from "./pages/Satellites";
 import { Query } from "./pages/Query";
+import { Logs } from "./pages/Logs";
+import { Admin } from "./pages/Admin";
 
 const pages = [
   { path: "/satellites", label: "Satellites", key: "1" },
   { path: "/query", label: "Query", key: "2" },
+  { path: "/logs", label: "Logs", key: "3" },
+  { path: "/admin", label: "Admin", key: "4" },
 ] as const;
 
 export function App() {
@@ -58,6 +62,8 @@ export function App() {
       </header>
       <main>
         {page.path === "/satellites" && <Satellites clients={clients} />}
+        {page.path === "/logs" && <Logs clients={clients} />}
+        {page.path === "/admin" && <Admin session={session} />}
         {page.path === "/query" && <Query clients={clients} session={session} initialSatellite={params.get("satellite") ?? ""} />}
       </main>
     </div>

@@ -6,8 +6,10 @@ import { GatewayService } from "./gen/orbit/gateway/v1/gateway_pb";
 import { QueryService } from "./gen/orbit/query/v1/query_pb";
 import { RegistryService } from "./gen/orbit/registry/v1/registry_pb";
 import { LogBrokerService } from "./gen/orbit/logbroker/v1/logbroker_pb";
+import { PlatformService } from "./gen/orbit/platform/v1/platform_pb";
+import { ContextPublisherService } from "./gen/orbit/ctxpublisher/v1/ctxpublisher_pb";
 
-export type Session = { endpoint: string; apiKey: string; tenant: string; region: string; scopes: string[] };
+export type Session = { endpoint: string; apiKey: string; tenant: string; tenantId: string; region: string; scopes: string[] };
 
 export type Clients = {
   gateway: Client<typeof GatewayService>;
@@ -74,6 +76,18 @@ export function gatewayClients(endpoint: string, apiKey: string): Clients {
 // GatewayService.GetDirectEndpoint; the browser verifies its certificate.
 export function directQueryClient(dnsName: string, port: number, token: string, counter: Counter): Client<typeof QueryService> {
   return createClient(QueryService, transport(`https://${dnsName}:${port}`, token, counter));
+}
+
+export type AdminClients = {
+  platform: Client<typeof PlatformService>;
+  publisher: Client<typeof ContextPublisherService>;
+};
+
+// adminClients call the hub gateway's management APIs with the platform's
+// admin token (not an API key; docs/web.md).
+export function adminClients(endpoint: string, adminToken: string): AdminClients {
+  const t = transport(endpoint, adminToken);
+  return { platform: createClient(PlatformService, t), publisher: createClient(ContextPublisherService, t) };
 }
 
 // explain turns an RPC failure into a sentence that says what to do.

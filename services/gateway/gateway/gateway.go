@@ -33,8 +33,10 @@ import (
 	"github.com/orbitplane/orbit/libs/reqctx"
 	"github.com/orbitplane/orbit/libs/svcmain"
 	contextsv1 "github.com/orbitplane/orbit/proto/orbit/contexts/v1"
+	"github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1/ctxpublisherv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
+	"github.com/orbitplane/orbit/proto/orbit/platform/v1/platformv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
@@ -62,6 +64,11 @@ type Config struct {
 	Region     string
 	// DirectTokenTTL is the lifetime of direct-mode tokens.
 	DirectTokenTTL time.Duration
+	// PlatformURL and CtxPublisherURL, set on the hub's gateway, relay the
+	// management APIs (admin token, not API keys) for the web UI's admin
+	// pages; empty serves none.
+	PlatformURL     string
+	CtxPublisherURL string
 	// WebDir is the built web UI (web/dist) served at "/"; empty serves none.
 	WebDir string
 }
@@ -81,6 +88,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.Cache.TTL, "auth-cache-ttl", loadingcache.DefaultTTL, "how long a resolved key stays cached (an etcd watch applies changes at once)")
 	fs.DurationVar(&c.DirectTokenTTL, "direct-token-ttl", directtoken.DefaultTTL, "lifetime of direct-mode tokens (at most 15m)")
+	fs.StringVar(&c.PlatformURL, "platform-url", "", "hub only: the platform service's URL, to relay its admin API (callers present the admin token; empty: not relayed)")
+	fs.StringVar(&c.CtxPublisherURL, "ctxpublisher-url", "", "hub only: the context publisher's URL, to relay its status to admins (needs --platform-url to check the admin token)")
 	fs.StringVar(&c.WebDir, "web-dir", "", "built web UI to serve at / (web/dist after npm --prefix web run build; empty: no UI)")
 	fs.DurationVar(&c.Cache.NegativeTTL, "auth-negative-ttl", loadingcache.DefaultNegativeTTL, "how long an unknown key stays cached as unknown")
 }
@@ -125,6 +134,9 @@ type Service struct {
 	registry registryv1connect.RegistryServiceClient
 	// logbroker is nil when the gateway serves no logs API.
 	logbroker logbrokerv1connect.LogBrokerServiceClient
+	// platform and ctxpub are set on the hub's gateway (admin APIs).
+	platform platformv1connect.PlatformServiceClient
+	ctxpub   ctxpublisherv1connect.ContextPublisherServiceClient
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -165,6 +177,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.LogBrokerURL != "" {
 		s.logbroker = logbrokerv1connect.NewLogBrokerServiceClient(hc, cfg.LogBrokerURL, opts...)
 	}
+	if cfg.PlatformURL != "" {
+		s.platform = platformv1connect.NewPlatformServiceClient(hc, cfg.PlatformURL, opts...)
+	}
+	if cfg.CtxPublisherURL != "" {
+		if cfg.PlatformURL == "" {
+			return nil, errors.New("gateway: --ctxpublisher-url needs --platform-url (the platform checks the admin token)")
+		}
+		s.ctxpub = ctxpublisherv1connect.NewContextPublisherServiceClient(hc, cfg.CtxPublisherURL, opts...)
+	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": cfg.Server.Service}, srv.Registry())
 	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "orbit_gateway_auth_failures_total", Help: "Requests refused for a missing or bad API key."})
 	s.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orbit_gateway_throttled_total", Help: "Requests refused by a per-tenant limit."}, []string{"limit"})
@@ -176,6 +197,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
 	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))
 	srv.Handle(logbrokerv1connect.NewLogBrokerServiceHandler(&logsAPI{s: s}, hopts...))
+	// The admin APIs take the admin token, not API keys: no auth interceptor.
+	if s.platform != nil {
+		srv.Handle(platformv1connect.NewPlatformServiceHandler(&platformAPI{s: s}, srv.HandlerOptions()...))
+	}
+	if s.ctxpub != nil {
+		srv.Handle(ctxpublisherv1connect.NewContextPublisherServiceHandler(&ctxpubAPI{s: s}, srv.HandlerOptions()...))
+	}
 	if cfg.WebDir != "" {
 		web, err := webHandler(cfg.WebDir)
 		if err != nil {

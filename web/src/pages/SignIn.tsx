@@ -23,7 +23,7 @@ export function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }) {
     try {
       const url = endpoint.replace(/\/+$/, "");
       const who = await gatewayClients(url, key).gateway.whoAmI({}, { timeoutMs: 10_000 });
-      const s: Session = { endpoint: url, apiKey: key, tenant: who.tenantName || who.tenantId, region: who.region, scopes: who.scopes };
+      const s: Session = { endpoint: url, apiKey: key, tenant: who.tenantName || who.tenantId, tenantId: who.tenantId, region: who.region, scopes: who.scopes };
       saveSession(s, remember);
       onSignedIn(s);
     } catch (err) {

@@ -200,6 +200,9 @@ func spokeComponents(first bool) []Component {
 		port := 0
 		if first {
 			port = env.Config.GatewayPort
+			// The first region's gateway also plays the hub's: it relays the
+			// admin APIs for the web UI (docs/web.md).
+			cfg.PlatformURL, cfg.CtxPublisherURL = env.Services["platform"], env.Services["ctxpublisher"]
 		}
 		cfg.Server.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		cfg.Server.CORSOrigins = []string{"*"}

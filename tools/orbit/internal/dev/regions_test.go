@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,10 @@ import (
 
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/testing/testwait"
+	ctxpublisherv1 "github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1"
+	"github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1/ctxpublisherv1connect"
+	platformv1 "github.com/orbitplane/orbit/proto/orbit/platform/v1"
+	"github.com/orbitplane/orbit/proto/orbit/platform/v1/platformv1connect"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
@@ -88,5 +93,44 @@ func TestTwoRegions(t *testing.T) {
 		if err := stream.Err(); err != nil || rows != 1 {
 			t.Fatalf("%s: query: %d rows, %v", r.Name, rows, err)
 		}
+	}
+	adminAPIsOnTheFirstGateway(t, info)
+}
+
+// adminAPIsOnTheFirstGateway: the gateway that plays the hub's relays the
+// platform's admin API and the publisher's status for the web UI, with the
+// admin token (never an API key); the other region's gateway serves neither.
+func adminAPIsOnTheFirstGateway(t *testing.T, info dev.Info) {
+	ctx := context.Background()
+	hc := connectclient.HTTPClient(nil)
+	admin := connect.WithInterceptors(connectclient.Bearer(info.AdminToken))
+	plat := platformv1connect.NewPlatformServiceClient(hc, info.Regions[0].GatewayURL, admin)
+	regions, err := plat.ListRegions(ctx, connect.NewRequest(&platformv1.ListRegionsRequest{}))
+	if err != nil {
+		t.Fatalf("ListRegions through the gateway with the admin token: %v", err)
+	}
+	if len(regions.Msg.Regions) < 2 {
+		t.Fatalf("regions through the gateway: %v", regions.Msg.Regions)
+	}
+	for name, opt := range map[string]connect.ClientOption{
+		"an API key":  connect.WithInterceptors(connectclient.Bearer(info.APIKey)),
+		"a wrong one": connect.WithInterceptors(connectclient.Bearer(strings.Repeat("x", 48))),
+	} {
+		_, err := platformv1connect.NewPlatformServiceClient(hc, info.Regions[0].GatewayURL, opt).ListTenants(ctx, connect.NewRequest(&platformv1.ListTenantsRequest{}))
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("ListTenants with %s: %v, want unauthenticated", name, err)
+		}
+		_, err = ctxpublisherv1connect.NewContextPublisherServiceClient(hc, info.Regions[0].GatewayURL, opt).GetStatus(ctx, connect.NewRequest(&ctxpublisherv1.GetStatusRequest{}))
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("publisher status with %s: %v, want unauthenticated", name, err)
+		}
+	}
+	st, err := ctxpublisherv1connect.NewContextPublisherServiceClient(hc, info.Regions[0].GatewayURL, admin).GetStatus(ctx, connect.NewRequest(&ctxpublisherv1.GetStatusRequest{}))
+	if err != nil || len(st.Msg.Regions) != 2 {
+		t.Fatalf("publisher status through the gateway: %v, %v", st, err)
+	}
+	_, err = platformv1connect.NewPlatformServiceClient(hc, info.Regions[1].GatewayURL, admin).ListRegions(ctx, connect.NewRequest(&platformv1.ListRegionsRequest{}))
+	if err == nil {
+		t.Fatal("the second region's gateway relays the admin API; only the hub's should")
 	}
 }
