@@ -3,23 +3,25 @@
 // playwright-core, headless, at 1280×800. Each step asserts what a user sees;
 // screenshots of each page go to $ORBIT_SCREENSHOTS (docs/screenshots/).
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 
 const endpoint = process.env.ORBIT_ENDPOINT;
 const apiKey = process.env.ORBIT_API_KEY;
 const adminToken = process.env.ORBIT_ADMIN_TOKEN;
+const caCert = process.env.ORBIT_CA_CERT; // the region's platform CA (dev.json regions[].ca_cert)
+const satelliteZone = process.env.ORBIT_SATELLITE_ZONE ?? "satellites.orbit.local";
 const shots = process.env.ORBIT_SCREENSHOTS ?? "e2e/out";
-if (!endpoint || !apiKey || !adminToken) {
-  console.error("browser.mjs: set ORBIT_ENDPOINT, ORBIT_API_KEY and ORBIT_ADMIN_TOKEN (orbit dev prints the first two; dev.json has all three)");
+if (!endpoint || !apiKey || !adminToken || !caCert) {
+  console.error("browser.mjs: set ORBIT_ENDPOINT, ORBIT_API_KEY, ORBIT_ADMIN_TOKEN and ORBIT_CA_CERT (all in orbit dev's dev.json)");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"],
-});
+const chromiumArgs = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"];
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: chromiumArgs });
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
 const page = await context.newPage();
 const consoleErrors = [];
@@ -95,6 +97,17 @@ try {
     const firstCell = await page.locator('.results [role="row"][aria-rowindex="2"] [role="cell"]').first().innerText();
     expect(firstCell.length > 0, "empty first cell");
     await page.screenshot({ path: join(shots, "query.png") });
+  });
+
+  await step("both example queries answer", async () => {
+    for (const ex of ["Example 1", "Example 2"]) {
+      await page.getByRole("button", { name: ex }).click();
+      await page.getByRole("button", { name: "Run" }).click();
+      await page.waitForFunction(() => ["done", "failed"].includes(document.querySelector('[data-testid="state"]')?.textContent ?? ""));
+      const state = await page.getByTestId("state").innerText();
+      const rows = Number(await page.getByTestId("results").getAttribute("data-rows"));
+      expect(state === "done" && rows > 0, `${ex}: ${state}, ${rows} rows`);
+    }
   });
 
   await step("a bad query says what is wrong", async () => {
@@ -245,6 +258,25 @@ try {
     await page.screenshot({ path: join(shots, "admin-regions.png") });
   });
 
+  await step("direct mode without the platform CA falls back to the gateway, and says so", async () => {
+    // This browser does not trust the platform CA: the HTTPS call to the
+    // satellite fails certificate validation and the workbench falls back.
+    await page.getByRole("link", { name: "Query" }).click();
+    await page.getByLabel("One satellite").check();
+    await page.getByLabel("Satellite", { exact: true }).fill("demo-1");
+    await page.getByLabel("Direct mode").check();
+    await page.getByLabel("SQL").fill("SELECT 7 AS seven");
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
+    const note = await page.getByTestId("fallback").innerText();
+    expect(/Direct mode unavailable/.test(note), `fallback note: ${note}`);
+    expect((await page.locator(".progress .badge").first().innerText()) === "passthrough", "mode badge");
+    const cell = await page.locator('.results [role="row"][aria-rowindex="2"] [role="cell"]').first().innerText();
+    expect(cell === "7", `cell ${cell}`);
+    await page.screenshot({ path: join(shots, "query-direct-fallback.png") });
+    consoleErrors.length = 0; // the refused certificate, expected
+  });
+
   await step("no errors in the browser console", async () => {
     // Aborted fetches of a canceled query are expected; anything else is not.
     const real = consoleErrors.filter((e) => !/abort|cancel/i.test(e));
@@ -254,6 +286,57 @@ try {
   // step() reported it
 } finally {
   await browser.close();
+}
+
+// Direct mode in a browser that trusts the platform CA: an NSS database
+// (certutil, Debian's libnss3-tools) in the browser's own $HOME holds the CA
+// as a trusted root, and satellite names resolve to loopback. Full
+// certificate validation: no flag that ignores certificate errors.
+if (!failed) {
+  const home = mkdtempSync(join(tmpdir(), "orbit-chromium-"));
+  const nssdb = join(home, ".pki", "nssdb");
+  mkdirSync(nssdb, { recursive: true });
+  execFileSync("certutil", ["-N", "-d", `sql:${nssdb}`, "--empty-password"]);
+  execFileSync("certutil", ["-A", "-d", `sql:${nssdb}`, "-n", "orbit-platform-ca", "-t", "C,,", "-i", caCert]);
+  const trusting = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [...chromiumArgs, `--host-resolver-rules=MAP *.${satelliteZone} 127.0.0.1`],
+    env: { ...process.env, HOME: home },
+  });
+  const p2 = await (await trusting.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  p2.setDefaultTimeout(20_000);
+  const errors2 = [];
+  p2.on("console", (m) => m.type() === "error" && errors2.push(m.text()));
+  try {
+    const t0 = Date.now();
+    await p2.goto(endpoint);
+    await p2.getByLabel("API key").fill(apiKey);
+    await p2.getByRole("button", { name: "Sign in" }).click();
+    await p2.getByRole("heading", { name: "Satellites", exact: true }).waitFor();
+    await p2.goto(`${endpoint}/query?satellite=demo-1`);
+    await p2.getByLabel("Direct mode").check();
+    await p2.getByLabel("SQL").fill("SELECT service, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1");
+    await p2.getByRole("button", { name: "Run" }).click();
+    await p2.waitForFunction(() => ["done", "failed"].includes(document.querySelector('[data-testid="state"]')?.textContent ?? ""));
+    const state = await p2.getByTestId("state").innerText();
+    const fallback = await p2.getByTestId("fallback").count();
+    const mode = await p2.locator(".progress .badge").first().innerText();
+    const rows = Number(await p2.getByTestId("results").getAttribute("data-rows"));
+    await p2.screenshot({ path: join(shots, "query-direct.png") });
+    if (state !== "done" || fallback !== 0 || mode !== "direct" || !(rows >= 1)) {
+      const note = fallback ? await p2.getByTestId("fallback").innerText() : "";
+      throw new Error(`direct query: state ${state}, mode ${mode}, rows ${rows}, fallback ${note}`);
+    }
+    if (errors2.length) throw new Error(`console errors: ${errors2.join(" | ")}`);
+    console.log(`ok   direct mode in the browser: HTTPS to the satellite, platform CA trusted through NSS (${Date.now() - t0} ms)`);
+  } catch (err) {
+    failed = true;
+    console.log(`FAIL direct mode in the browser: ${err?.stack ?? err}`);
+    await p2.screenshot({ path: join(shots, "failed-direct.png") }).catch(() => {});
+  } finally {
+    await trusting.close();
+    rmSync(home, { recursive: true, force: true });
+  }
 }
 console.log(failed ? "browser tests: FAILED" : "browser tests: all passed");
 process.exit(failed ? 1 : 0);

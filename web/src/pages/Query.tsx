@@ -52,8 +52,8 @@ function errorText(e?: QueryError) {
 }
 
 const examples = [
-  "SELECT service, count(*) AS spans, round(avg(duration_ms), 1) AS avg_ms FROM spans GROUP BY 1 ORDER BY spans DESC",
-  "SELECT ts, service, level, message FROM logs WHERE level IN ('WARN', 'ERROR') ORDER BY ts DESC LIMIT 100",
+  "SELECT service, count(*) AS spans, round(avg(duration_ns) / 1e6, 2) AS avg_ms FROM spans GROUP BY 1 ORDER BY spans DESC",
+  "SELECT time, service, severity, body FROM logs WHERE severity IN ('WARN', 'ERROR') ORDER BY time DESC LIMIT 100",
 ];
 
 export function Query({ clients, session, initialSatellite }: { clients: Clients; session: Session; initialSatellite: string }) {
