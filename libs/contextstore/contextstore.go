@@ -29,6 +29,7 @@ const (
 	TenantPrefix    = Prefix + "tenants/"
 	APIKeyPrefix    = Prefix + "apikeys/"
 	DeployKeyPrefix = Prefix + "deploykeys/"
+	RegionPrefix    = Prefix + "regions/"
 )
 
 // ErrUnauthenticated is returned for a missing, malformed, unknown, revoked
@@ -74,6 +75,28 @@ func get[T any, P interface {
 		return nil, err
 	}
 	return &v, nil
+}
+
+// MaxRegions bounds the region contexts Regions reads.
+const MaxRegions = 1000
+
+// Regions lists the region contexts the hub published, by name: one range
+// read (a UI asks once per sign-in; not cached).
+func (s *Store) Regions(ctx context.Context) ([]*contextsv1.RegionContext, error) {
+	resp, err := s.etcd.Get(ctx, RegionPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(MaxRegions))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*contextsv1.RegionContext, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r contextsv1.RegionContext
+		if err := proto.Unmarshal(kv.Value, &r); err != nil {
+			s.log.WarnContext(ctx, "bad region context", "key", string(kv.Key), "error", err)
+			continue
+		}
+		out = append(out, &r)
+	}
+	return out, nil
 }
 
 // Run watches the contexts and invalidates changed entries until ctx ends.

@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { gatewayClients, type Session } from "./api";
-import { clearSession, loadSession } from "./session";
+import { clearSession, loadSession, saveSession } from "./session";
+import { RegionPicker } from "./components/RegionPicker";
 import { navigate, useLocation } from "./router";
 import { SignIn } from "./pages/SignIn";
 import { Satellites } from "./pages/Satellites";
@@ -55,9 +56,7 @@ export function App() {
           ))}
         </nav>
         <span className="spacer" />
-        <span className="who" title={`scopes: ${session.scopes.join(", ")}`}>
-          tenant <b data-testid="tenant">{session.tenant}</b> · region <b data-testid="region">{session.region || "default"}</b>
-        </span>
+        <RegionPicker clients={clients} session={session} onSwitch={(s) => { saveSession(s, !!localStorage.getItem("orbit.session")); setSession(s); }} />
         <button className="ghost" onClick={signOut}>Sign out</button>
       </header>
       <main>

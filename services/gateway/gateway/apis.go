@@ -199,6 +199,23 @@ func (g *gatewayAPI) WhoAmI(ctx context.Context, _ *connect.Request[gatewayv1.Wh
 	return connect.NewResponse(&gatewayv1.WhoAmIResponse{TenantId: p.tenant.TenantId, TenantName: p.tenant.Name, Scopes: p.key.Scopes, Region: g.s.cfg.Region}), nil
 }
 
+// ListRegions lists the regions with a published gateway: the same key
+// works in each (contexts reach every region). Any valid key may ask.
+func (g *gatewayAPI) ListRegions(ctx context.Context, _ *connect.Request[gatewayv1.ListRegionsRequest]) (*connect.Response[gatewayv1.ListRegionsResponse], error) {
+	rs, err := g.s.ctxs.Regions(ctx)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("region contexts: %w", err))
+	}
+	out := &gatewayv1.ListRegionsResponse{}
+	for _, r := range rs {
+		if r.GatewayUrl == "" && r.Name != g.s.cfg.Region {
+			continue // a region without a public gateway cannot be picked
+		}
+		out.Regions = append(out.Regions, &gatewayv1.Region{Name: r.Name, GatewayUrl: r.GatewayUrl, Hub: r.Hub, Current: r.Name == g.s.cfg.Region})
+	}
+	return connect.NewResponse(out), nil
+}
+
 // GetDirectEndpoint tells the caller where one of its satellites serves
 // direct mode and signs a short-lived token for it: audience that
 // satellite, the caller's tenant.

@@ -263,8 +263,8 @@ func (s *Service) Authenticate(ctx context.Context, procedure string, h http.Hea
 const ScopeAdmin = "admin"
 
 // requiredScope is the API key scope each procedure needs (the platform's
-// scope list, services/platform/store.Scopes). WhoAmI needs none: any valid
-// key may ask what it is.
+// scope list, services/platform/store.Scopes). WhoAmI and ListRegions need
+// none: any valid key may ask what it is and where it works.
 var requiredScope = map[string]string{
 	queryv1connect.QueryServiceExecuteQueryProcedure:           "query",
 	queryv1connect.QueryServiceGetSchemaProcedure:              "query",
@@ -283,6 +283,7 @@ var requiredScope = map[string]string{
 	logbrokerv1connect.LogBrokerServicePublishProcedure:        "logs:write",
 	logbrokerv1connect.LogBrokerServicePublishBatchProcedure:   "logs:write",
 	gatewayv1connect.GatewayServiceWhoAmIProcedure:             "",
+	gatewayv1connect.GatewayServiceListRegionsProcedure:        "",
 }
 
 // permitted reports whether a key's scopes allow a procedure; procedures

@@ -117,9 +117,6 @@ func contextsFor(ctx context.Context, r tx, changes []Change) ([]Context, error)
 	newest := map[ref]uint64{}
 	var order []ref
 	for _, c := range changes {
-		if c.Kind == KindRegion {
-			continue
-		}
 		r := ref{c.Kind, c.Key}
 		if _, ok := newest[r]; !ok {
 			order = append(order, r)
@@ -145,6 +142,8 @@ func etcdKey(kind, key string) string {
 		return contextstore.TenantPrefix + key
 	case KindAPIKey:
 		return contextstore.APIKeyPrefix + key
+	case KindRegion:
+		return contextstore.RegionPrefix + key
 	default:
 		return contextstore.DeployKeyPrefix + key
 	}
@@ -176,6 +175,12 @@ func buildOne(ctx context.Context, r tx, kind, key string) (Context, error) {
 			return Context{}, err
 		}
 		return deployKeyContext(k), nil
+	case KindRegion:
+		g, err := scanRegionContext(r.row(ctx, "SELECT "+regionContextCols+" FROM regions WHERE name = ?", key))
+		if errors.Is(err, sql.ErrNoRows) {
+			return Context{}, ErrNotFound
+		}
+		return g, err
 	}
 	return Context{}, fmt.Errorf("platform: unknown outbox kind %q", kind)
 }
@@ -207,6 +212,20 @@ func apiKeyContext(k APIKey) Context {
 func deployKeyContext(k DeployKey) Context {
 	return marshal(contextstore.DeployKeyPrefix+k.Prefix, &contextsv1.DeployKeyContext{KeyId: k.ID, Prefix: k.Prefix, SecretHash: k.SecretHash,
 		TenantId: k.TenantID, Labels: k.Labels, Revoked: !k.RevokedAt.IsZero(), Version: k.Version}, k.Version)
+}
+
+const regionContextCols = "name, hub, gateway_url, version"
+
+// scanRegionContext reads a region row as the context every region gets
+// (its name, whether it is the hub, its gateway: no etcd endpoints).
+func scanRegionContext(sc interface{ Scan(...any) error }) (Context, error) {
+	var m contextsv1.RegionContext
+	var v int64
+	if err := sc.Scan(&m.Name, &m.Hub, &m.GatewayUrl, &v); err != nil {
+		return Context{}, err
+	}
+	m.Version = uint64(v)
+	return marshal(contextstore.RegionPrefix+m.Name, &m, m.Version), nil
 }
 
 // Snapshot builds every context from one consistent read, with the outbox
@@ -246,10 +265,13 @@ func (s *Store) Snapshot(ctx context.Context) ([]Context, uint64, error) {
 		}); err != nil {
 			return err
 		}
-		return scan("SELECT "+deployKeyCols+" FROM deploy_keys", func(sc interface{ Scan(...any) error }) (Context, error) {
+		if err := scan("SELECT "+deployKeyCols+" FROM deploy_keys", func(sc interface{ Scan(...any) error }) (Context, error) {
 			k, err := scanDeployKey(sc)
 			return deployKeyContext(k), err
-		})
+		}); err != nil {
+			return err
+		}
+		return scan("SELECT "+regionContextCols+" FROM regions", scanRegionContext)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("platform: snapshot: %w", err)
@@ -260,5 +282,5 @@ func (s *Store) Snapshot(ctx context.Context) ([]Context, uint64, error) {
 // IsContextKey reports whether an etcd key is one the publisher owns.
 func IsContextKey(key string) bool {
 	return strings.HasPrefix(key, contextstore.TenantPrefix) || strings.HasPrefix(key, contextstore.APIKeyPrefix) ||
-		strings.HasPrefix(key, contextstore.DeployKeyPrefix)
+		strings.HasPrefix(key, contextstore.DeployKeyPrefix) || strings.HasPrefix(key, contextstore.RegionPrefix)
 }

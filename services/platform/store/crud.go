@@ -459,19 +459,20 @@ func (s *Store) PutRegion(ctx context.Context, r Region) (Region, error) {
 	}
 	r.CreatedAt = time.Now().UTC().Truncate(time.Microsecond)
 	err := s.write(ctx, func(w tx) error {
-		if _, err := w.outbox(ctx, KindRegion, r.Name); err != nil {
+		v, err := w.outbox(ctx, KindRegion, r.Name)
+		if err != nil {
 			return err
 		}
 		var old int64
-		err := w.row(ctx, "SELECT created_at FROM regions WHERE name = ?", r.Name).Scan(&old)
+		err = w.row(ctx, "SELECT created_at FROM regions WHERE name = ?", r.Name).Scan(&old)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = w.exec(ctx, "INSERT INTO regions (name, hub, gateway_url, etcd_endpoints, created_at) VALUES (?, ?, ?, ?, ?)",
-				r.Name, r.Hub, r.GatewayURL, strings.Join(r.EtcdEndpoints, ","), toMicros(r.CreatedAt))
+			_, err = w.exec(ctx, "INSERT INTO regions (name, hub, gateway_url, etcd_endpoints, created_at, version) VALUES (?, ?, ?, ?, ?, ?)",
+				r.Name, r.Hub, r.GatewayURL, strings.Join(r.EtcdEndpoints, ","), toMicros(r.CreatedAt), int64(v))
 		case err == nil:
 			r.CreatedAt = fromMicros(old)
-			_, err = w.exec(ctx, "UPDATE regions SET hub = ?, gateway_url = ?, etcd_endpoints = ? WHERE name = ?",
-				r.Hub, r.GatewayURL, strings.Join(r.EtcdEndpoints, ","), r.Name)
+			_, err = w.exec(ctx, "UPDATE regions SET hub = ?, gateway_url = ?, etcd_endpoints = ?, version = ? WHERE name = ?",
+				r.Hub, r.GatewayURL, strings.Join(r.EtcdEndpoints, ","), int64(v), r.Name)
 		}
 		return err
 	})

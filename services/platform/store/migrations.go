@@ -66,6 +66,9 @@ var migrations = []string{
 		key TEXT NOT NULL,
 		created_at BIGINT NOT NULL
 	)`,
+	// 2: regions are contexts too (the region picker); version = the outbox
+	// ID of their latest change.
+	`ALTER TABLE regions ADD COLUMN version BIGINT NOT NULL DEFAULT 0`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

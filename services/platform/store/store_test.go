@@ -244,10 +244,27 @@ func TestEveryMutationIsInTheOutbox(t *testing.T) {
 		}
 		_ = s.RevokeAPIKey(ctx, k.ID)
 		expect("revoke again (nothing changes)")
-		if _, err := s.PutRegion(ctx, store.Region{Name: "eu-1", EtcdEndpoints: []string{"http://127.0.0.1:2379"}}); err != nil {
+		if _, err := s.PutRegion(ctx, store.Region{Name: "eu-1", GatewayURL: "https://eu-1.example", EtcdEndpoints: []string{"http://127.0.0.1:2379"}}); err != nil {
 			t.Fatal(err)
 		}
-		expect("put region", store.Change{Kind: store.KindRegion, Key: "eu-1"})
+		rows = expect("put region", store.Change{Kind: store.KindRegion, Key: "eu-1"})
+		// Every region learns of the others (the UI's region picker): name,
+		// hub flag and gateway, never the etcd endpoints.
+		var rc contextsv1.RegionContext
+		if len(cs) != 1 || cs[0].Key != contextstore.RegionPrefix+"eu-1" || proto.Unmarshal(cs[0].Value, &rc) != nil ||
+			rc.GatewayUrl != "https://eu-1.example" || rc.Version != rows[0].ID || cs[0].Version != rows[0].ID {
+			t.Fatalf("region context %+v (%v), want eu-1's gateway at version %d", cs, &rc, rows[0].ID)
+		}
+		if snap, _, err := s.Snapshot(ctx); err != nil || !hasKey(snap, contextstore.RegionPrefix+"eu-1") {
+			t.Fatalf("snapshot %v (%v) lacks the region context", snap, err)
+		}
+		if err := s.DeleteRegion(ctx, "eu-1"); err != nil {
+			t.Fatal(err)
+		}
+		expect("delete region", store.Change{Kind: store.KindRegion, Key: "eu-1"})
+		if len(cs) != 1 || !cs[0].Deleted || cs[0].Key != contextstore.RegionPrefix+"eu-1" {
+			t.Fatalf("contexts of the region deletion = %+v, want eu-1 deleted", cs)
+		}
 		if err := s.DeleteTenant(ctx, ten.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -329,4 +346,13 @@ func TestRegionsAndReopen(t *testing.T) {
 			t.Fatalf("delete region twice: %v", err)
 		}
 	})
+}
+
+func hasKey(cs []store.Context, key string) bool {
+	for _, c := range cs {
+		if c.Key == key {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@
 //   /orbit/contexts/v1/tenants/<tenant_id>        TenantContext
 //   /orbit/contexts/v1/apikeys/<prefix>           APIKeyContext
 //   /orbit/contexts/v1/deploykeys/<prefix>        DeployKeyContext
+//   /orbit/contexts/v1/regions/<name>             RegionContext
 // Values are binary protobuf. Writes are versioned: a writer never replaces a
 // context with a lower version.
 
@@ -308,6 +309,77 @@ func (x *DeployKeyContext) GetVersion() uint64 {
 	return 0
 }
 
+// RegionContext tells every region about the others, so one API key and one
+// UI reach every region's gateway (the web UI's region picker).
+type RegionContext struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Hub   bool                   `protobuf:"varint,2,opt,name=hub,proto3" json:"hub,omitempty"`
+	// The region's public gateway URL (empty: none published).
+	GatewayUrl    string `protobuf:"bytes,3,opt,name=gateway_url,json=gatewayUrl,proto3" json:"gateway_url,omitempty"`
+	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionContext) Reset() {
+	*x = RegionContext{}
+	mi := &file_orbit_contexts_v1_contexts_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionContext) ProtoMessage() {}
+
+func (x *RegionContext) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_contexts_v1_contexts_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionContext.ProtoReflect.Descriptor instead.
+func (*RegionContext) Descriptor() ([]byte, []int) {
+	return file_orbit_contexts_v1_contexts_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RegionContext) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegionContext) GetHub() bool {
+	if x != nil {
+		return x.Hub
+	}
+	return false
+}
+
+func (x *RegionContext) GetGatewayUrl() string {
+	if x != nil {
+		return x.GatewayUrl
+	}
+	return ""
+}
+
+func (x *RegionContext) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_orbit_contexts_v1_contexts_proto protoreflect.FileDescriptor
 
 const file_orbit_contexts_v1_contexts_proto_rawDesc = "" +
@@ -342,7 +414,13 @@ const file_orbit_contexts_v1_contexts_proto_rawDesc = "" +
 	"\aversion\x18\a \x01(\x04R\aversion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\xcc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
+	"\rRegionContext\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03hub\x18\x02 \x01(\bR\x03hub\x12\x1f\n" +
+	"\vgateway_url\x18\x03 \x01(\tR\n" +
+	"gatewayUrl\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversionB\xcc\x01\n" +
 	"\x15com.orbit.contexts.v1B\rContextsProtoP\x01Z>github.com/orbitplane/orbit/proto/orbit/contexts/v1;contextsv1\xa2\x02\x03OCX\xaa\x02\x11Orbit.Contexts.V1\xca\x02\x11Orbit\\Contexts\\V1\xe2\x02\x1dOrbit\\Contexts\\V1\\GPBMetadata\xea\x02\x13Orbit::Contexts::V1b\x06proto3"
 
 var (
@@ -357,17 +435,18 @@ func file_orbit_contexts_v1_contexts_proto_rawDescGZIP() []byte {
 	return file_orbit_contexts_v1_contexts_proto_rawDescData
 }
 
-var file_orbit_contexts_v1_contexts_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_orbit_contexts_v1_contexts_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_orbit_contexts_v1_contexts_proto_goTypes = []any{
 	(*TenantContext)(nil),         // 0: orbit.contexts.v1.TenantContext
 	(*APIKeyContext)(nil),         // 1: orbit.contexts.v1.APIKeyContext
 	(*DeployKeyContext)(nil),      // 2: orbit.contexts.v1.DeployKeyContext
-	nil,                           // 3: orbit.contexts.v1.DeployKeyContext.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*RegionContext)(nil),         // 3: orbit.contexts.v1.RegionContext
+	nil,                           // 4: orbit.contexts.v1.DeployKeyContext.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_orbit_contexts_v1_contexts_proto_depIdxs = []int32{
-	4, // 0: orbit.contexts.v1.APIKeyContext.expires_at:type_name -> google.protobuf.Timestamp
-	3, // 1: orbit.contexts.v1.DeployKeyContext.labels:type_name -> orbit.contexts.v1.DeployKeyContext.LabelsEntry
+	5, // 0: orbit.contexts.v1.APIKeyContext.expires_at:type_name -> google.protobuf.Timestamp
+	4, // 1: orbit.contexts.v1.DeployKeyContext.labels:type_name -> orbit.contexts.v1.DeployKeyContext.LabelsEntry
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
@@ -386,7 +465,7 @@ func file_orbit_contexts_v1_contexts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_contexts_v1_contexts_proto_rawDesc), len(file_orbit_contexts_v1_contexts_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

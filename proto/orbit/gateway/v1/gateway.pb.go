@@ -242,6 +242,155 @@ func (x *GetDirectEndpointResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type ListRegionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegionsRequest) Reset() {
+	*x = ListRegionsRequest{}
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegionsRequest) ProtoMessage() {}
+
+func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
+func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
+	return file_orbit_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
+}
+
+type ListRegionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Regions       []*Region              `protobuf:"bytes,1,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegionsResponse) Reset() {
+	*x = ListRegionsResponse{}
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegionsResponse) ProtoMessage() {}
+
+func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
+func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
+	return file_orbit_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListRegionsResponse) GetRegions() []*Region {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+type Region struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	GatewayUrl string                 `protobuf:"bytes,2,opt,name=gateway_url,json=gatewayUrl,proto3" json:"gateway_url,omitempty"`
+	Hub        bool                   `protobuf:"varint,3,opt,name=hub,proto3" json:"hub,omitempty"`
+	// current marks the region of the gateway that answered.
+	Current       bool `protobuf:"varint,4,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Region) Reset() {
+	*x = Region{}
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Region) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Region) ProtoMessage() {}
+
+func (x *Region) ProtoReflect() protoreflect.Message {
+	mi := &file_orbit_gateway_v1_gateway_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Region.ProtoReflect.Descriptor instead.
+func (*Region) Descriptor() ([]byte, []int) {
+	return file_orbit_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Region) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Region) GetGatewayUrl() string {
+	if x != nil {
+		return x.GatewayUrl
+	}
+	return ""
+}
+
+func (x *Region) GetHub() bool {
+	if x != nil {
+		return x.Hub
+	}
+	return false
+}
+
+func (x *Region) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
 var File_orbit_gateway_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_orbit_gateway_v1_gateway_proto_rawDesc = "" +
@@ -261,10 +410,20 @@ const file_orbit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xcb\x01\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x14\n" +
+	"\x12ListRegionsRequest\"I\n" +
+	"\x13ListRegionsResponse\x122\n" +
+	"\aregions\x18\x01 \x03(\v2\x18.orbit.gateway.v1.RegionR\aregions\"i\n" +
+	"\x06Region\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vgateway_url\x18\x02 \x01(\tR\n" +
+	"gatewayUrl\x12\x10\n" +
+	"\x03hub\x18\x03 \x01(\bR\x03hub\x12\x18\n" +
+	"\acurrent\x18\x04 \x01(\bR\acurrent2\xa7\x02\n" +
 	"\x0eGatewayService\x12K\n" +
 	"\x06WhoAmI\x12\x1f.orbit.gateway.v1.WhoAmIRequest\x1a .orbit.gateway.v1.WhoAmIResponse\x12l\n" +
-	"\x11GetDirectEndpoint\x12*.orbit.gateway.v1.GetDirectEndpointRequest\x1a+.orbit.gateway.v1.GetDirectEndpointResponseB\xc4\x01\n" +
+	"\x11GetDirectEndpoint\x12*.orbit.gateway.v1.GetDirectEndpointRequest\x1a+.orbit.gateway.v1.GetDirectEndpointResponse\x12Z\n" +
+	"\vListRegions\x12$.orbit.gateway.v1.ListRegionsRequest\x1a%.orbit.gateway.v1.ListRegionsResponseB\xc4\x01\n" +
 	"\x14com.orbit.gateway.v1B\fGatewayProtoP\x01Z<github.com/orbitplane/orbit/proto/orbit/gateway/v1;gatewayv1\xa2\x02\x03OGX\xaa\x02\x10Orbit.Gateway.V1\xca\x02\x10Orbit\\Gateway\\V1\xe2\x02\x1cOrbit\\Gateway\\V1\\GPBMetadata\xea\x02\x12Orbit::Gateway::V1b\x06proto3"
 
 var (
@@ -279,25 +438,31 @@ func file_orbit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_orbit_gateway_v1_gateway_proto_rawDescData
 }
 
-var file_orbit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_orbit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_orbit_gateway_v1_gateway_proto_goTypes = []any{
 	(*WhoAmIRequest)(nil),             // 0: orbit.gateway.v1.WhoAmIRequest
 	(*WhoAmIResponse)(nil),            // 1: orbit.gateway.v1.WhoAmIResponse
 	(*GetDirectEndpointRequest)(nil),  // 2: orbit.gateway.v1.GetDirectEndpointRequest
 	(*GetDirectEndpointResponse)(nil), // 3: orbit.gateway.v1.GetDirectEndpointResponse
-	(*timestamppb.Timestamp)(nil),     // 4: google.protobuf.Timestamp
+	(*ListRegionsRequest)(nil),        // 4: orbit.gateway.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),       // 5: orbit.gateway.v1.ListRegionsResponse
+	(*Region)(nil),                    // 6: orbit.gateway.v1.Region
+	(*timestamppb.Timestamp)(nil),     // 7: google.protobuf.Timestamp
 }
 var file_orbit_gateway_v1_gateway_proto_depIdxs = []int32{
-	4, // 0: orbit.gateway.v1.GetDirectEndpointResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 1: orbit.gateway.v1.GatewayService.WhoAmI:input_type -> orbit.gateway.v1.WhoAmIRequest
-	2, // 2: orbit.gateway.v1.GatewayService.GetDirectEndpoint:input_type -> orbit.gateway.v1.GetDirectEndpointRequest
-	1, // 3: orbit.gateway.v1.GatewayService.WhoAmI:output_type -> orbit.gateway.v1.WhoAmIResponse
-	3, // 4: orbit.gateway.v1.GatewayService.GetDirectEndpoint:output_type -> orbit.gateway.v1.GetDirectEndpointResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7, // 0: orbit.gateway.v1.GetDirectEndpointResponse.expires_at:type_name -> google.protobuf.Timestamp
+	6, // 1: orbit.gateway.v1.ListRegionsResponse.regions:type_name -> orbit.gateway.v1.Region
+	0, // 2: orbit.gateway.v1.GatewayService.WhoAmI:input_type -> orbit.gateway.v1.WhoAmIRequest
+	2, // 3: orbit.gateway.v1.GatewayService.GetDirectEndpoint:input_type -> orbit.gateway.v1.GetDirectEndpointRequest
+	4, // 4: orbit.gateway.v1.GatewayService.ListRegions:input_type -> orbit.gateway.v1.ListRegionsRequest
+	1, // 5: orbit.gateway.v1.GatewayService.WhoAmI:output_type -> orbit.gateway.v1.WhoAmIResponse
+	3, // 6: orbit.gateway.v1.GatewayService.GetDirectEndpoint:output_type -> orbit.gateway.v1.GetDirectEndpointResponse
+	5, // 7: orbit.gateway.v1.GatewayService.ListRegions:output_type -> orbit.gateway.v1.ListRegionsResponse
+	5, // [5:8] is the sub-list for method output_type
+	2, // [2:5] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_orbit_gateway_v1_gateway_proto_init() }
@@ -311,7 +476,7 @@ func file_orbit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbit_gateway_v1_gateway_proto_rawDesc), len(file_orbit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -158,3 +158,18 @@ func waitForKeys(ctx context.Context, b bootState, r RegionInfo) error {
 		}
 	}
 }
+
+// publishGateways records each region's gateway URL on the platform, as an
+// operator would once a region's gateway is reachable; the region contexts
+// carry it to every region.
+func publishGateways(ctx context.Context, platformURL, adminToken string, regions []RegionInfo) error {
+	admin := platformv1connect.NewPlatformServiceClient(connectclient.HTTPClient(nil), platformURL,
+		connect.WithInterceptors(connectclient.Bearer(adminToken)))
+	for _, r := range regions {
+		if _, err := admin.PutRegion(ctx, connect.NewRequest(&platformv1.PutRegionRequest{Region: &platformv1.Region{
+			Name: r.Name, Hub: len(regions) == 1, GatewayUrl: r.GatewayURL, EtcdEndpoints: r.EtcdEndpoints}})); err != nil {
+			return fmt.Errorf("dev: publish region %s's gateway: %w", r.Name, err)
+		}
+	}
+	return nil
+}

@@ -352,6 +352,13 @@ func Start(ctx context.Context, cfg Config, components []Component) (_ *Stack, e
 		s.info.Regions = append(s.info.Regions, *regions[n])
 	}
 	s.info.GatewayURL = s.info.Regions[0].GatewayURL
+	if platformURL, ok := s.info.Services["platform"]; ok {
+		// Now that the gateways listen, publish them: every region learns
+		// the others' (the web UI's region picker).
+		if err := publishGateways(ctx, platformURL, boot.AdminToken, s.info.Regions); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeInfo(filepath.Join(dir, InfoFile), s.info); err != nil {
 		return nil, err
 	}

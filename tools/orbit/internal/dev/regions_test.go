@@ -14,6 +14,8 @@ import (
 	"github.com/orbitplane/orbit/libs/testing/testwait"
 	ctxpublisherv1 "github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1"
 	"github.com/orbitplane/orbit/proto/orbit/ctxpublisher/v1/ctxpublisherv1connect"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
 	platformv1 "github.com/orbitplane/orbit/proto/orbit/platform/v1"
 	"github.com/orbitplane/orbit/proto/orbit/platform/v1/platformv1connect"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
@@ -95,6 +97,26 @@ func TestTwoRegions(t *testing.T) {
 		}
 	}
 	adminAPIsOnTheFirstGateway(t, info)
+	// One key, every region: each gateway lists both regions' gateways
+	// (region contexts from the hub) and marks its own.
+	for _, r := range info.Regions {
+		gw := gatewayv1connect.NewGatewayServiceClient(hc, r.GatewayURL, auth)
+		var got []*gatewayv1.Region
+		testwait.For(t, r.Name+" lists both regions", 20*time.Second, func() bool {
+			resp, err := gw.ListRegions(context.Background(), connect.NewRequest(&gatewayv1.ListRegionsRequest{}))
+			if err != nil {
+				return false
+			}
+			got = resp.Msg.Regions
+			return len(got) == 2
+		})
+		for i, g := range got {
+			want := info.Regions[i]
+			if g.Name != want.Name || g.GatewayUrl != want.GatewayURL || g.Current != (g.Name == r.Name) {
+				t.Fatalf("%s lists %v, want %s at %s (current: %v)", r.Name, g, want.Name, want.GatewayURL, g.Name == r.Name)
+			}
+		}
+	}
 }
 
 // adminAPIsOnTheFirstGateway: the gateway that plays the hub's relays the

@@ -41,6 +41,9 @@ const (
 	// GatewayServiceGetDirectEndpointProcedure is the fully-qualified name of the GatewayService's
 	// GetDirectEndpoint RPC.
 	GatewayServiceGetDirectEndpointProcedure = "/orbit.gateway.v1.GatewayService/GetDirectEndpoint"
+	// GatewayServiceListRegionsProcedure is the fully-qualified name of the GatewayService's
+	// ListRegions RPC.
+	GatewayServiceListRegionsProcedure = "/orbit.gateway.v1.GatewayService/ListRegions"
 )
 
 // GatewayServiceClient is a client for the orbit.gateway.v1.GatewayService service.
@@ -50,6 +53,9 @@ type GatewayServiceClient interface {
 	// GetDirectEndpoint returns what a browser needs to query a satellite
 	// directly: its DNS name, port and a short-lived token scoped to it.
 	GetDirectEndpoint(context.Context, *connect.Request[v1.GetDirectEndpointRequest]) (*connect.Response[v1.GetDirectEndpointResponse], error)
+	// ListRegions lists the regions whose gateways accept the same API key
+	// (from the region contexts the hub publishes), for a region picker.
+	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
 }
 
 // NewGatewayServiceClient constructs a client for the orbit.gateway.v1.GatewayService service. By
@@ -75,6 +81,12 @@ func NewGatewayServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(gatewayServiceMethods.ByName("GetDirectEndpoint")),
 			connect.WithClientOptions(opts...),
 		),
+		listRegions: connect.NewClient[v1.ListRegionsRequest, v1.ListRegionsResponse](
+			httpClient,
+			baseURL+GatewayServiceListRegionsProcedure,
+			connect.WithSchema(gatewayServiceMethods.ByName("ListRegions")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -82,6 +94,7 @@ func NewGatewayServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 type gatewayServiceClient struct {
 	whoAmI            *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
 	getDirectEndpoint *connect.Client[v1.GetDirectEndpointRequest, v1.GetDirectEndpointResponse]
+	listRegions       *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
 }
 
 // WhoAmI calls orbit.gateway.v1.GatewayService.WhoAmI.
@@ -94,6 +107,11 @@ func (c *gatewayServiceClient) GetDirectEndpoint(ctx context.Context, req *conne
 	return c.getDirectEndpoint.CallUnary(ctx, req)
 }
 
+// ListRegions calls orbit.gateway.v1.GatewayService.ListRegions.
+func (c *gatewayServiceClient) ListRegions(ctx context.Context, req *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error) {
+	return c.listRegions.CallUnary(ctx, req)
+}
+
 // GatewayServiceHandler is an implementation of the orbit.gateway.v1.GatewayService service.
 type GatewayServiceHandler interface {
 	// WhoAmI tells the caller which tenant and scopes its API key carries.
@@ -101,6 +119,9 @@ type GatewayServiceHandler interface {
 	// GetDirectEndpoint returns what a browser needs to query a satellite
 	// directly: its DNS name, port and a short-lived token scoped to it.
 	GetDirectEndpoint(context.Context, *connect.Request[v1.GetDirectEndpointRequest]) (*connect.Response[v1.GetDirectEndpointResponse], error)
+	// ListRegions lists the regions whose gateways accept the same API key
+	// (from the region contexts the hub publishes), for a region picker.
+	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
 }
 
 // NewGatewayServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -122,12 +143,20 @@ func NewGatewayServiceHandler(svc GatewayServiceHandler, opts ...connect.Handler
 		connect.WithSchema(gatewayServiceMethods.ByName("GetDirectEndpoint")),
 		connect.WithHandlerOptions(opts...),
 	)
+	gatewayServiceListRegionsHandler := connect.NewUnaryHandler(
+		GatewayServiceListRegionsProcedure,
+		svc.ListRegions,
+		connect.WithSchema(gatewayServiceMethods.ByName("ListRegions")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/orbit.gateway.v1.GatewayService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case GatewayServiceWhoAmIProcedure:
 			gatewayServiceWhoAmIHandler.ServeHTTP(w, r)
 		case GatewayServiceGetDirectEndpointProcedure:
 			gatewayServiceGetDirectEndpointHandler.ServeHTTP(w, r)
+		case GatewayServiceListRegionsProcedure:
+			gatewayServiceListRegionsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -143,4 +172,8 @@ func (UnimplementedGatewayServiceHandler) WhoAmI(context.Context, *connect.Reque
 
 func (UnimplementedGatewayServiceHandler) GetDirectEndpoint(context.Context, *connect.Request[v1.GetDirectEndpointRequest]) (*connect.Response[v1.GetDirectEndpointResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.gateway.v1.GatewayService.GetDirectEndpoint is not implemented"))
+}
+
+func (UnimplementedGatewayServiceHandler) ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("orbit.gateway.v1.GatewayService.ListRegions is not implemented"))
 }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orbit/gateway/v1/gateway.proto.
  */
 export const file_orbit_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Ch5vcmJpdC9nYXRld2F5L3YxL2dhdGV3YXkucHJvdG8SEG9yYml0LmdhdGV3YXkudjEiDwoNV2hvQW1JUmVxdWVzdCJYCg5XaG9BbUlSZXNwb25zZRIRCgl0ZW5hbnRfaWQYASABKAkSEwoLdGVuYW50X25hbWUYAiABKAkSDgoGc2NvcGVzGAMgAygJEg4KBnJlZ2lvbhgEIAEoCSItChhHZXREaXJlY3RFbmRwb2ludFJlcXVlc3QSEQoJc2F0ZWxsaXRlGAEgASgJInoKGUdldERpcmVjdEVuZHBvaW50UmVzcG9uc2USEAoIZG5zX25hbWUYASABKAkSDAoEcG9ydBgCIAEoBRINCgV0b2tlbhgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDLLAQoOR2F0ZXdheVNlcnZpY2USSwoGV2hvQW1JEh8ub3JiaXQuZ2F0ZXdheS52MS5XaG9BbUlSZXF1ZXN0GiAub3JiaXQuZ2F0ZXdheS52MS5XaG9BbUlSZXNwb25zZRJsChFHZXREaXJlY3RFbmRwb2ludBIqLm9yYml0LmdhdGV3YXkudjEuR2V0RGlyZWN0RW5kcG9pbnRSZXF1ZXN0Gisub3JiaXQuZ2F0ZXdheS52MS5HZXREaXJlY3RFbmRwb2ludFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5vcmJpdC9nYXRld2F5L3YxL2dhdGV3YXkucHJvdG8SEG9yYml0LmdhdGV3YXkudjEiDwoNV2hvQW1JUmVxdWVzdCJYCg5XaG9BbUlSZXNwb25zZRIRCgl0ZW5hbnRfaWQYASABKAkSEwoLdGVuYW50X25hbWUYAiABKAkSDgoGc2NvcGVzGAMgAygJEg4KBnJlZ2lvbhgEIAEoCSItChhHZXREaXJlY3RFbmRwb2ludFJlcXVlc3QSEQoJc2F0ZWxsaXRlGAEgASgJInoKGUdldERpcmVjdEVuZHBvaW50UmVzcG9uc2USEAoIZG5zX25hbWUYASABKAkSDAoEcG9ydBgCIAEoBRINCgV0b2tlbhgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIUChJMaXN0UmVnaW9uc1JlcXVlc3QiQAoTTGlzdFJlZ2lvbnNSZXNwb25zZRIpCgdyZWdpb25zGAEgAygLMhgub3JiaXQuZ2F0ZXdheS52MS5SZWdpb24iSQoGUmVnaW9uEgwKBG5hbWUYASABKAkSEwoLZ2F0ZXdheV91cmwYAiABKAkSCwoDaHViGAMgASgIEg8KB2N1cnJlbnQYBCABKAgypwIKDkdhdGV3YXlTZXJ2aWNlEksKBldob0FtSRIfLm9yYml0LmdhdGV3YXkudjEuV2hvQW1JUmVxdWVzdBogLm9yYml0LmdhdGV3YXkudjEuV2hvQW1JUmVzcG9uc2USbAoRR2V0RGlyZWN0RW5kcG9pbnQSKi5vcmJpdC5nYXRld2F5LnYxLkdldERpcmVjdEVuZHBvaW50UmVxdWVzdBorLm9yYml0LmdhdGV3YXkudjEuR2V0RGlyZWN0RW5kcG9pbnRSZXNwb25zZRJaCgtMaXN0UmVnaW9ucxIkLm9yYml0LmdhdGV3YXkudjEuTGlzdFJlZ2lvbnNSZXF1ZXN0GiUub3JiaXQuZ2F0ZXdheS52MS5MaXN0UmVnaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orbit.gateway.v1.WhoAmIRequest
@@ -113,6 +113,70 @@ export const GetDirectEndpointResponseSchema: GenMessage<GetDirectEndpointRespon
   messageDesc(file_orbit_gateway_v1_gateway, 3);
 
 /**
+ * @generated from message orbit.gateway.v1.ListRegionsRequest
+ */
+export type ListRegionsRequest = Message<"orbit.gateway.v1.ListRegionsRequest"> & {
+};
+
+/**
+ * Describes the message orbit.gateway.v1.ListRegionsRequest.
+ * Use `create(ListRegionsRequestSchema)` to create a new message.
+ */
+export const ListRegionsRequestSchema: GenMessage<ListRegionsRequest> = /*@__PURE__*/
+  messageDesc(file_orbit_gateway_v1_gateway, 4);
+
+/**
+ * @generated from message orbit.gateway.v1.ListRegionsResponse
+ */
+export type ListRegionsResponse = Message<"orbit.gateway.v1.ListRegionsResponse"> & {
+  /**
+   * @generated from field: repeated orbit.gateway.v1.Region regions = 1;
+   */
+  regions: Region[];
+};
+
+/**
+ * Describes the message orbit.gateway.v1.ListRegionsResponse.
+ * Use `create(ListRegionsResponseSchema)` to create a new message.
+ */
+export const ListRegionsResponseSchema: GenMessage<ListRegionsResponse> = /*@__PURE__*/
+  messageDesc(file_orbit_gateway_v1_gateway, 5);
+
+/**
+ * @generated from message orbit.gateway.v1.Region
+ */
+export type Region = Message<"orbit.gateway.v1.Region"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string gateway_url = 2;
+   */
+  gatewayUrl: string;
+
+  /**
+   * @generated from field: bool hub = 3;
+   */
+  hub: boolean;
+
+  /**
+   * current marks the region of the gateway that answered.
+   *
+   * @generated from field: bool current = 4;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message orbit.gateway.v1.Region.
+ * Use `create(RegionSchema)` to create a new message.
+ */
+export const RegionSchema: GenMessage<Region> = /*@__PURE__*/
+  messageDesc(file_orbit_gateway_v1_gateway, 6);
+
+/**
  * @generated from service orbit.gateway.v1.GatewayService
  */
 export const GatewayService: GenService<{
@@ -136,6 +200,17 @@ export const GatewayService: GenService<{
     methodKind: "unary";
     input: typeof GetDirectEndpointRequestSchema;
     output: typeof GetDirectEndpointResponseSchema;
+  },
+  /**
+   * ListRegions lists the regions whose gateways accept the same API key
+   * (from the region contexts the hub publishes), for a region picker.
+   *
+   * @generated from rpc orbit.gateway.v1.GatewayService.ListRegions
+   */
+  listRegions: {
+    methodKind: "unary";
+    input: typeof ListRegionsRequestSchema;
+    output: typeof ListRegionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orbit_gateway_v1_gateway, 0);
