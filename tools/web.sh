@@ -44,7 +44,7 @@ e2e)
   info=${2:?usage: tools/web.sh e2e DEV_JSON}
   field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$info" | head -n1; }
   ORBIT_ENDPOINT=$(field gateway_url) ORBIT_API_KEY=$(field api_key) ORBIT_ADMIN_TOKEN=$(field admin_token) \
-    ORBIT_CA_CERT=$(field ca_cert) ORBIT_SCREENSHOTS=${ORBIT_SCREENSHOTS:-$root/docs/screenshots} node web/e2e/browser.mjs
+    ORBIT_CA_CERT=$(field ca_cert) ORBIT_SCREENSHOTS=${ORBIT_SCREENSHOTS:-$root/web/e2e/out} node web/e2e/browser.mjs
   ;;
 *)
   echo "usage: tools/web.sh build|check|e2e DEV_JSON" >&2
