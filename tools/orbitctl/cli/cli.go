@@ -24,16 +24,23 @@ import (
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
 
-const usage = `orbitctl: query satellites and follow log streams through Orbit's gateway.
+const usage = `orbitctl: query satellites, follow log streams and manage Orbit through its gateway.
 
 Usage:
   orbitctl [global flags] <command> [flags] [args]
+  orbitctl <command> -h          help and examples for one command
 
 Commands:
   satellites list        list your satellites (filter with --selector, --status)
   satellites get ID|NAME show one satellite
-  query SQL              run read-only SQL on one satellite (--satellite) or many (--selector)
+  satellites delete ID|NAME  forget a satellite and revoke its certificate
+  query SQL              run read-only SQL on one satellite (--satellite [--direct]) or many (--selector)
   whoami                 show the tenant your API key belongs to
+  regions list|status    the regions your key works in; (admin) the context publisher's lag
+  tenants list|create NAME|delete ID                (admin) tenants
+  keys list|create|revoke ID [--tenant ID]          (admin) API keys; a new secret is shown once
+  deploy-keys list|create|revoke ID [--tenant ID]   (admin) satellite deploy keys
+  completion bash|zsh|fish                          shell completion script
   streams list|describe NAME|create NAME|delete NAME
                          manage your log streams (create: --subject, --max-age, --max-bytes,
                          --max-messages, --compact, --replicas)
@@ -42,8 +49,11 @@ Commands:
   logs publish STREAM V  publish one message (--subject, --key, --dedup-id)
 
 Global flags (before the command):
-  --endpoint URL   gateway URL (default $ORBIT_ENDPOINT, else http://127.0.0.1:8080)
-  --api-key KEY    API key (default $ORBIT_API_KEY)
+  --endpoint URL       gateway URL (default $ORBIT_ENDPOINT, else http://127.0.0.1:8080)
+  --api-key KEY        API key (default $ORBIT_API_KEY)
+  --admin-token TOKEN  the platform's admin token, for admin commands (default $ORBIT_ADMIN_TOKEN)
+
+Output: -o table|json|csv|yaml on every listing and query.
 
 Examples:
   export ORBIT_ENDPOINT=http://127.0.0.1:8080 ORBIT_API_KEY=ok_...
@@ -54,6 +64,8 @@ Examples:
   orbitctl streams create app --subject 'app.>' --max-age 24h
   orbitctl logs tail app --level WARN                              # live, warnings and errors
   orbitctl logs tail app --from 1h --trace 4bf92f3577b34da6a3ce929d0e0e4736
+  orbitctl --admin-token "$ORBIT_ADMIN_TOKEN" keys create --scopes query,satellites:read --expires 720h
+  source <(orbitctl completion bash)
 `
 
 // Env is what a command reads from its environment.
@@ -67,6 +79,9 @@ type Env struct {
 	Progress *bool
 }
 
+// globals are the flags before the command.
+type globals struct{ endpoint, apiKey, adminToken string }
+
 // Run executes one orbitctl command line. Errors are returned, not printed.
 func Run(ctx context.Context, args []string, env Env) error {
 	if env.Getenv == nil {
@@ -75,8 +90,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 	fs := flag.NewFlagSet("orbitctl", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
 	fs.Usage = func() { fmt.Fprint(env.Stderr, usage) }
-	endpoint := fs.String("endpoint", firstNonEmpty(env.Getenv("ORBIT_ENDPOINT"), "http://127.0.0.1:8080"), "gateway URL")
-	apiKey := fs.String("api-key", env.Getenv("ORBIT_API_KEY"), "API key")
+	var g globals
+	fs.StringVar(&g.endpoint, "endpoint", firstNonEmpty(env.Getenv("ORBIT_ENDPOINT"), "http://127.0.0.1:8080"), "gateway URL")
+	fs.StringVar(&g.apiKey, "api-key", env.Getenv("ORBIT_API_KEY"), "API key")
+	fs.StringVar(&g.adminToken, "admin-token", env.Getenv("ORBIT_ADMIN_TOKEN"), "platform admin token (admin commands)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,14 +102,38 @@ func Run(ctx context.Context, args []string, env Env) error {
 		fmt.Fprint(env.Stderr, usage)
 		return errors.New("no command")
 	}
-	if *apiKey == "" && rest[0] != "help" {
+	// Commands that need no API key.
+	switch rest[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(env.Stdout, usage)
+		return nil
+	case "completion":
+		return completion(rest[1:], env)
+	case "tenants", "tenant":
+		return tenants(ctx, g, rest[1:], env)
+	case "keys", "key", "api-keys":
+		return apiKeys(ctx, g, rest[1:], env)
+	case "deploy-keys", "deploy-key":
+		return deployKeys(ctx, g, rest[1:], env)
+	case "regions", "region":
+		return regions(ctx, g, rest[1:], env)
+	}
+	if g.apiKey == "" {
+		if rest[0] == "__complete" {
+			return nil
+		}
 		return errors.New("no API key: pass --api-key or set ORBIT_API_KEY (orbit dev prints one)")
 	}
-	c, err := newClients(*endpoint, *apiKey, env.HTTPClient)
+	c, err := newClients(g.endpoint, g.apiKey, env.HTTPClient)
 	if err != nil {
 		return err
 	}
 	switch rest[0] {
+	case "__complete":
+		if len(rest) != 2 {
+			return nil
+		}
+		return completeNames(ctx, c, rest[1], env)
 	case "satellites", "satellite", "sats":
 		if len(rest) < 2 {
 			return errors.New("satellites: want 'list', 'get ID|NAME' or 'delete ID|NAME'")
@@ -127,9 +168,6 @@ func Run(ctx context.Context, args []string, env Env) error {
 			return explain(err)
 		}
 		fmt.Fprintf(env.Stdout, "tenant: %s (%s)\nregion: %s\nscopes: %s\n", resp.Msg.TenantId, resp.Msg.TenantName, resp.Msg.Region, strings.Join(resp.Msg.Scopes, ", "))
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(env.Stdout, usage)
 		return nil
 	}
 	fmt.Fprint(env.Stderr, usage)
@@ -200,11 +238,10 @@ func parseLabels(s string) (map[string]string, error) {
 }
 
 func satellitesList(ctx context.Context, c *clients, args []string, env Env) error {
-	fs := flag.NewFlagSet("satellites list", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlags("satellites list", env, satellitesHelp)
 	sel := fs.String("selector", "", "labels to match, k=v,k=v")
 	status := fs.String("status", "", "HEALTHY, DEGRADED or DISCONNECTED")
-	out := fs.String("o", "table", "output: table, json, csv")
+	out := fs.String("o", "table", "output: table, json, csv, yaml")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -257,9 +294,8 @@ func satelliteRow(s *registryv1.Satellite) []any {
 }
 
 func satellitesGet(ctx context.Context, c *clients, args []string, env Env) error {
-	fs := flag.NewFlagSet("satellites get", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	out := fs.String("o", "table", "output: table, json, csv")
+	fs := newFlags("satellites get", env, satellitesHelp)
+	out := fs.String("o", "table", "output: table, json, csv, yaml")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -32,9 +32,8 @@ func streams(ctx context.Context, c *clients, args []string, env Env) error {
 	if len(args) == 0 {
 		return errors.New("streams: want list, create, describe or delete")
 	}
-	fs := flag.NewFlagSet("streams "+args[0], flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	out := fs.String("o", "table", "output: table, json, csv")
+	fs := newFlags("streams "+args[0], env, streamsHelp)
+	out := fs.String("o", "table", "output: table, json, csv, yaml")
 	cfg := &logbrokerv1.StreamConfig{Retention: &logbrokerv1.Retention{}}
 	var maxAge time.Duration
 	var replicas int
@@ -188,8 +187,7 @@ func logs(ctx context.Context, c *clients, args []string, env Env) error {
 	if args[0] == "publish" {
 		return logsPublish(ctx, c, args[1:], env)
 	}
-	fs := flag.NewFlagSet("logs tail", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlags("logs tail", env, logsHelp)
 	from := fs.String("from", "latest", "start: latest (follow new lines), earliest, an offset, a duration ago (10m) or an RFC 3339 time")
 	until := fs.Uint64("until", 0, "stop after this offset (0 = follow)")
 	var f logFilter
@@ -248,8 +246,7 @@ func logs(ctx context.Context, c *clients, args []string, env Env) error {
 }
 
 func logsPublish(ctx context.Context, c *clients, args []string, env Env) error {
-	fs := flag.NewFlagSet("logs publish", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlags("logs publish", env, logsHelp)
 	subject := fs.String("subject", "", "subject (default: the stream's, when it has no wildcards)")
 	key := fs.String("key", "", "message key")
 	dedup := fs.String("dedup-id", "", "publish at most once per ID within the stream's dedup window")

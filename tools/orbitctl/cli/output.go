@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"sigs.k8s.io/yaml"
 )
 
 // writer prints rows as they arrive.
@@ -31,8 +33,10 @@ func newWriter(format string, out io.Writer, header []string) (writer, error) {
 		return &csvWriter{w: w}, nil
 	case "json":
 		return &jsonWriter{enc: json.NewEncoder(out), header: header}, nil
+	case "yaml":
+		return &yamlWriter{out: out, header: header}, nil
 	}
-	return nil, fmt.Errorf("-o %q: want table, json or csv", format)
+	return nil, fmt.Errorf("-o %q: want table, json, csv or yaml", format)
 }
 
 func cell(v any) string {
@@ -83,6 +87,42 @@ func (j *jsonWriter) row(r []any) error {
 }
 
 func (j *jsonWriter) close() error { return nil }
+
+// yamlWriter prints a YAML sequence, one mapping per row, as rows arrive
+// (keys in column order is not kept: YAML mappings are sorted, as in JSON).
+type yamlWriter struct {
+	out    io.Writer
+	header []string
+	rows   int
+}
+
+func (y *yamlWriter) row(r []any) error {
+	m := make(map[string]any, len(r))
+	for i, v := range r {
+		switch x := v.(type) {
+		case []byte:
+			v = base64.StdEncoding.EncodeToString(x)
+		case time.Time:
+			v = x.Format(time.RFC3339Nano)
+		}
+		m[y.header[i]] = v
+	}
+	b, err := yaml.Marshal([]map[string]any{m})
+	if err != nil {
+		return err
+	}
+	y.rows++
+	_, err = y.out.Write(b)
+	return err
+}
+
+func (y *yamlWriter) close() error {
+	if y.rows == 0 {
+		_, err := io.WriteString(y.out, "[]\n")
+		return err
+	}
+	return nil
+}
 
 // tableWriter sizes columns from the first tableSample rows, then streams;
 // later, wider cells are cut with an ellipsis so a huge result never sits in

@@ -20,20 +20,15 @@ import (
 )
 
 func query(ctx context.Context, c *clients, args []string, env Env) error {
-	fs := flag.NewFlagSet("query", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlags("query", env, queryHelp)
 	satellite := fs.String("satellite", "", "one satellite, by ID or name")
 	selector := fs.String("selector", "", "every satellite whose labels match k=v,k=v (\"\" = all)")
-	out := fs.String("o", "table", "output: table, json (one object per line), csv")
+	out := fs.String("o", "table", "output: table, json (one object per line), csv, yaml")
 	timeout := fs.Duration("timeout", 30*time.Second, "query deadline")
 	maxRows := fs.Int64("max-rows", 0, "fail if the result has more rows (0 = server default)")
 	direct := fs.Bool("direct", false, "query the satellite directly over HTTPS (falls back to passthrough with a notice)")
 	caCert := fs.String("ca-cert", env.Getenv("ORBIT_CA_CERT"), "platform CA (PEM) that verifies satellites in direct mode (default $ORBIT_CA_CERT, else system roots)")
 	dnsServer := fs.String("dns-server", env.Getenv("ORBIT_DNS"), "DNS server (host:port) resolving satellite names (default $ORBIT_DNS, else the system resolver)")
-	fs.Usage = func() {
-		fmt.Fprint(env.Stderr, "Usage: orbitctl query (--satellite ID|NAME [--direct] | --selector k=v,...) [-o table|json|csv] SQL\n\n")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,13 +142,17 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 			for _, c := range b.Columns {
 				bytes += int64(approxSize(c))
 			}
-			if progress && time.Since(lastOut) > 500*time.Millisecond && time.Since(start) > time.Second {
-				lastOut = time.Now()
-				fmt.Fprintf(env.Stderr, "\r%d rows, %s, %s elapsed", rows, human(bytes), time.Since(start).Round(100*time.Millisecond))
-			}
 		}
 		if m.SatelliteDone != nil {
 			done = append(done, m)
+		}
+		if progress && (m.Batch != nil || m.SatelliteDone != nil) && time.Since(lastOut) > 500*time.Millisecond && time.Since(start) > time.Second {
+			lastOut = time.Now()
+			line := fmt.Sprintf("%d rows, %s, %s elapsed", rows, human(bytes), time.Since(start).Round(100*time.Millisecond))
+			if fanout && len(names) > 0 {
+				line = progressBar(len(done), len(names)) + " satellites · " + line
+			}
+			fmt.Fprintf(env.Stderr, "\r%s\x1b[K", line)
 		}
 		if m.Summary != nil {
 			summary = m.Summary
@@ -185,6 +184,16 @@ func query(ctx context.Context, c *clients, args []string, env Env) error {
 			time.Since(start).Round(time.Millisecond), map[bool]string{true: " (partial result)", false: ""}[summary.Partial])
 	}
 	return nil
+}
+
+// progressBar draws "[######------] 2/3" for n of total done.
+func progressBar(n, total int) string {
+	const width = 20
+	if total <= 0 {
+		return ""
+	}
+	full := min(width, n*width/total)
+	return "[" + strings.Repeat("#", full) + strings.Repeat("-", width-full) + "] " + fmt.Sprintf("%d/%d", n, total)
 }
 
 func approxSize(c *queryv1.ColumnValues) int {
