@@ -143,7 +143,12 @@ export function Satellites({ clients }: { clients: Clients }) {
                 const st = statusName(s.status);
                 return (
                   <tr key={s.id} data-satellite={s.name}>
-                    <td title={s.id}><b>{s.name || s.id}</b></td>
+                    <td title={`${s.id}: query it`}>
+                      <a href={`/query?satellite=${encodeURIComponent(s.name || s.id)}`} className="satname"
+                        onClick={(e) => { e.preventDefault(); navigate(`/query?satellite=${encodeURIComponent(s.name || s.id)}`); }}>
+                        {s.name || s.id}
+                      </a>
+                    </td>
                     <td><span className={`badge ${st.toLowerCase()}`} title={s.statusDetail} data-testid="status">{st}</span></td>
                     <td>{s.region || "—"}</td>
                     <td className="mono">{s.address || "—"}</td>
