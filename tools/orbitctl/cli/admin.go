@@ -52,10 +52,8 @@ func explainAdmin(err error) error {
 		switch ce.Code() {
 		case connect.CodeUnauthenticated:
 			return fmt.Errorf("%s (check --admin-token / ORBIT_ADMIN_TOKEN)", ce.Message())
-		case connect.CodeUnimplemented, connect.CodeNotFound:
-			if strings.Contains(ce.Message(), "PlatformService") || strings.Contains(ce.Message(), "ContextPublisherService") || ce.Message() == "" || strings.Contains(ce.Message(), "404") {
-				return fmt.Errorf("this gateway relays no admin API (use the hub's gateway: --endpoint): %s", ce.Message())
-			}
+		case connect.CodeUnimplemented: // a gateway without --platform-url answers 404
+			return fmt.Errorf("this gateway relays no admin API; point --endpoint at the hub's gateway (%s)", ce.Message())
 		}
 	}
 	return explain(err)

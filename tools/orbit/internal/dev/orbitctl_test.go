@@ -123,6 +123,12 @@ func TestOrbitctlAdmin(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--admin-token") {
 		t.Fatalf("a wrong admin token: %v", err)
 	}
+	// A service that relays no admin API (here the registry) is named as
+	// the wrong endpoint.
+	_, _, err = ctl(map[string]string{"ORBIT_ENDPOINT": info.Services["registry"]}, "tenants", "list")
+	if err == nil || !strings.Contains(err.Error(), "hub's gateway") {
+		t.Fatalf("admin command at a gateway without the relay: %v", err)
+	}
 	_, _, err = ctl(map[string]string{"ORBIT_ADMIN_TOKEN": ""}, "tenants", "list")
 	if err == nil || !strings.Contains(err.Error(), "no admin token") {
 		t.Fatalf("no admin token: %v", err)
