@@ -27,8 +27,10 @@ func webHandler(dir string) (http.Handler, error) {
 	files := http.FileServerFS(root)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			// Not a file: 404, as without a UI, so a call to a procedure
+			// this gateway does not serve stays "unimplemented" to
+			// Connect and gRPC clients.
+			http.NotFound(w, r)
 			return
 		}
 		h := w.Header()

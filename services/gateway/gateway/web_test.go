@@ -39,7 +39,8 @@ func TestWebHandler(t *testing.T) {
 		{"GET", "/assets/app-1a2b.js", 200, "console.log(1)", "immutable", false},
 		{"GET", "/assets/gone-0000.js", 404, "", "", false},
 		{"GET", "/../../etc/passwd", 400, "", "", true}, // refused, never outside the directory
-		{"POST", "/", 405, "", "", false},
+		{"POST", "/", 404, "", "", false},
+		{"POST", "/orbit.platform.v1.PlatformService/ListTenants", 404, "", "", false}, // unimplemented to Connect clients
 	} {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
 		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)

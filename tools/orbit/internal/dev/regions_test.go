@@ -152,7 +152,7 @@ func adminAPIsOnTheFirstGateway(t *testing.T, info dev.Info) {
 		t.Fatalf("publisher status through the gateway: %v, %v", st, err)
 	}
 	_, err = platformv1connect.NewPlatformServiceClient(hc, info.Regions[1].GatewayURL, admin).ListRegions(ctx, connect.NewRequest(&platformv1.ListRegionsRequest{}))
-	if err == nil {
-		t.Fatal("the second region's gateway relays the admin API; only the hub's should")
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Fatalf("the second region's gateway: %v, want unimplemented (only the hub's relays the admin API)", err)
 	}
 }
