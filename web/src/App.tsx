@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useState } from "react";
 import { gatewayClients, type Session } from "./api";
-import { clearSession, loadSession, saveSession } from "./session";
+import { clearSession, loadSession, updateSession } from "./session";
 import { RegionPicker } from "./components/RegionPicker";
 import { navigate, useLocation } from "./router";
 import { SignIn } from "./pages/SignIn";
@@ -56,7 +56,7 @@ export function App() {
           ))}
         </nav>
         <span className="spacer" />
-        <RegionPicker clients={clients} session={session} onSwitch={(s) => { saveSession(s, !!localStorage.getItem("orbit.session")); setSession(s); }} />
+        <RegionPicker clients={clients} session={session} onSwitch={(s) => { updateSession(s); setSession(s); }} />
         <button className="ghost" onClick={signOut}>Sign out</button>
       </header>
       <main>

@@ -90,12 +90,15 @@ export function adminClients(endpoint: string, adminToken: string): AdminClients
   return { platform: createClient(PlatformService, t), publisher: createClient(ContextPublisherService, t) };
 }
 
-// explain turns an RPC failure into a sentence that says what to do.
-export function explain(err: unknown): string {
+// explain turns an RPC failure into a sentence that says what to do; the
+// admin pages pass "admin token" as the credential that was refused.
+export function explain(err: unknown, credential: "API key" | "admin token" = "API key"): string {
   const e = ConnectError.from(err);
   switch (e.code) {
     case Code.Unauthenticated:
-      return `The API key was refused (${e.rawMessage}). Sign in again with a valid key.`;
+      return credential === "API key"
+        ? `The API key was refused (${e.rawMessage}). Sign in again with a valid key.`
+        : `The admin token was refused (${e.rawMessage}). Unlock again with the platform's admin token.`;
     case Code.PermissionDenied:
       return `This key may not do that (${e.rawMessage}). Ask an admin for a key with the needed scope.`;
     case Code.ResourceExhausted:

@@ -20,6 +20,11 @@ export function saveSession(s: Session, remember: boolean) {
   if (remember) localStorage.setItem(key, JSON.stringify(s));
 }
 
+// updateSession replaces the session where it is kept (a region switch).
+export function updateSession(s: Session) {
+  saveSession(s, localStorage.getItem(key) !== null);
+}
+
 export function clearSession() {
   sessionStorage.removeItem(key);
   localStorage.removeItem(key);

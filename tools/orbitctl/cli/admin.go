@@ -110,10 +110,11 @@ func tenants(ctx context.Context, g globals, args []string, env Env) error {
 			return []any{t.Id, t.Name, ts(t.CreatedAt)}
 		})
 	case "create":
-		if len(pos) != 1 {
-			return errors.New("tenants create: want one NAME")
+		name, err := oneArg(pos, "tenants create", "NAME")
+		if err != nil {
+			return err
 		}
-		resp, err := a.platform.CreateTenant(ctx, connect.NewRequest(&platformv1.CreateTenantRequest{Name: pos[0]}))
+		resp, err := a.platform.CreateTenant(ctx, connect.NewRequest(&platformv1.CreateTenantRequest{Name: name}))
 		if err != nil {
 			return explainAdmin(err)
 		}
@@ -121,13 +122,14 @@ func tenants(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Tenant.Name, resp.Msg.Tenant.Id, resp.Msg.Tenant.Id, resp.Msg.Tenant.Id)
 		return nil
 	case "delete", "rm":
-		if len(pos) != 1 {
-			return errors.New("tenants delete: want one tenant ID")
+		id, err := oneArg(pos, "tenants delete", "tenant ID")
+		if err != nil {
+			return err
 		}
-		if _, err := a.platform.DeleteTenant(ctx, connect.NewRequest(&platformv1.DeleteTenantRequest{Id: pos[0]})); err != nil {
+		if _, err := a.platform.DeleteTenant(ctx, connect.NewRequest(&platformv1.DeleteTenantRequest{Id: id})); err != nil {
 			return explainAdmin(err)
 		}
-		fmt.Fprintf(env.Stdout, "deleted tenant %s; its API keys and deploy keys stop working in every region\n", pos[0])
+		fmt.Fprintf(env.Stdout, "deleted tenant %s; its API keys and deploy keys stop working in every region\n", id)
 		return nil
 	}
 	return fmt.Errorf("tenants: unknown subcommand %q", args[0])
@@ -186,13 +188,14 @@ func apiKeys(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Key.Prefix, tid, strings.Join(resp.Msg.Key.Scopes, ","))
 		return nil
 	case "revoke":
-		if len(pos) != 1 {
-			return errors.New("keys revoke: want one key ID (orbitctl keys list shows them)")
+		id, err := oneArg(pos, "keys revoke", "key ID (orbitctl keys list shows them)")
+		if err != nil {
+			return err
 		}
-		if _, err := a.platform.RevokeAPIKey(ctx, connect.NewRequest(&platformv1.RevokeAPIKeyRequest{Id: pos[0]})); err != nil {
+		if _, err := a.platform.RevokeAPIKey(ctx, connect.NewRequest(&platformv1.RevokeAPIKeyRequest{Id: id})); err != nil {
 			return explainAdmin(err)
 		}
-		fmt.Fprintf(env.Stdout, "revoked API key %s; gateways refuse it within moments, in every region\n", pos[0])
+		fmt.Fprintf(env.Stdout, "revoked API key %s; gateways refuse it within moments, in every region\n", id)
 		return nil
 	}
 	return fmt.Errorf("keys: unknown subcommand %q", args[0])
@@ -248,13 +251,14 @@ func deployKeys(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Key.Prefix, tid, resp.Msg.Secret)
 		return nil
 	case "revoke":
-		if len(pos) != 1 {
-			return errors.New("deploy-keys revoke: want one key ID (orbitctl deploy-keys list shows them)")
+		id, err := oneArg(pos, "deploy-keys revoke", "key ID (orbitctl deploy-keys list shows them)")
+		if err != nil {
+			return err
 		}
-		if _, err := a.platform.RevokeDeployKey(ctx, connect.NewRequest(&platformv1.RevokeDeployKeyRequest{Id: pos[0]})); err != nil {
+		if _, err := a.platform.RevokeDeployKey(ctx, connect.NewRequest(&platformv1.RevokeDeployKeyRequest{Id: id})); err != nil {
 			return explainAdmin(err)
 		}
-		fmt.Fprintf(env.Stdout, "revoked deploy key %s; satellites can no longer enrol with it (enrolled ones keep their identity)\n", pos[0])
+		fmt.Fprintf(env.Stdout, "revoked deploy key %s; satellites can no longer enrol with it (enrolled ones keep their identity)\n", id)
 		return nil
 	}
 	return fmt.Errorf("deploy-keys: unknown subcommand %q", args[0])

@@ -102,7 +102,20 @@ func Run(ctx context.Context, args []string, env Env) error {
 		fmt.Fprint(env.Stderr, usage)
 		return errors.New("no command")
 	}
-	// Commands that need no API key.
+	// keyed makes the gateway clients for commands that take an API key.
+	keyed := func() (*clients, error) {
+		if g.apiKey == "" {
+			return nil, errors.New("no API key: pass --api-key or set ORBIT_API_KEY (orbit dev prints one)")
+		}
+		return newClients(g.endpoint, g.apiKey, env.HTTPClient)
+	}
+	withKey := func(cmd func(context.Context, *clients, []string, Env) error) error {
+		c, err := keyed()
+		if err != nil {
+			return err
+		}
+		return cmd(ctx, c, rest[1:], env)
+	}
 	switch rest[0] {
 	case "help", "-h", "--help":
 		fmt.Fprint(env.Stdout, usage)
@@ -117,61 +130,67 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return deployKeys(ctx, g, rest[1:], env)
 	case "regions", "region":
 		return regions(ctx, g, rest[1:], env)
-	}
-	if g.apiKey == "" {
-		if rest[0] == "__complete" {
-			return nil
-		}
-		return errors.New("no API key: pass --api-key or set ORBIT_API_KEY (orbit dev prints one)")
-	}
-	c, err := newClients(g.endpoint, g.apiKey, env.HTTPClient)
-	if err != nil {
-		return err
-	}
-	switch rest[0] {
 	case "__complete":
-		if len(rest) != 2 {
-			return nil
+		c, err := keyed()
+		if err != nil || len(rest) != 2 {
+			return nil // completion prints nothing rather than an error
 		}
 		return completeNames(ctx, c, rest[1], env)
 	case "satellites", "satellite", "sats":
-		if len(rest) < 2 {
-			return errors.New("satellites: want 'list', 'get ID|NAME' or 'delete ID|NAME'")
-		}
-		switch rest[1] {
-		case "list", "ls":
-			return satellitesList(ctx, c, rest[2:], env)
-		case "get":
-			return satellitesGet(ctx, c, rest[2:], env)
-		case "delete", "rm":
-			if len(rest) != 3 {
-				return errors.New("satellites delete: want one ID or name")
-			}
-			resp, err := c.satellites.DeleteSatellite(ctx, connect.NewRequest(&registryv1.DeleteSatelliteRequest{Satellite: rest[2]}))
-			if err != nil {
-				return explain(err)
-			}
-			fmt.Fprintf(env.Stdout, "deleted satellite %s (%s); its certificate is revoked. A satellite still running with a valid deploy key enrols again as a new one.\n",
-				resp.Msg.Satellite.Name, resp.Msg.Satellite.Id)
-			return nil
-		}
-		return fmt.Errorf("satellites: unknown subcommand %q", rest[1])
+		return withKey(satellites)
 	case "query", "q":
-		return query(ctx, c, rest[1:], env)
+		return withKey(query)
 	case "streams", "stream":
-		return streams(ctx, c, rest[1:], env)
+		return withKey(streams)
 	case "logs", "log":
-		return logs(ctx, c, rest[1:], env)
+		return withKey(logs)
 	case "whoami":
-		resp, err := c.gateway.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
-		if err != nil {
-			return explain(err)
-		}
-		fmt.Fprintf(env.Stdout, "tenant: %s (%s)\nregion: %s\nscopes: %s\n", resp.Msg.TenantId, resp.Msg.TenantName, resp.Msg.Region, strings.Join(resp.Msg.Scopes, ", "))
-		return nil
+		return withKey(whoami)
 	}
 	fmt.Fprint(env.Stderr, usage)
 	return fmt.Errorf("unknown command %q", rest[0])
+}
+
+func satellites(ctx context.Context, c *clients, args []string, env Env) error {
+	if len(args) == 0 {
+		return errors.New("satellites: want 'list', 'get ID|NAME' or 'delete ID|NAME'")
+	}
+	switch args[0] {
+	case "list", "ls":
+		return satellitesList(ctx, c, args[1:], env)
+	case "get":
+		return satellitesGet(ctx, c, args[1:], env)
+	case "delete", "rm":
+		id, err := oneArg(args[1:], "satellites delete", "ID or name")
+		if err != nil {
+			return err
+		}
+		resp, err := c.satellites.DeleteSatellite(ctx, connect.NewRequest(&registryv1.DeleteSatelliteRequest{Satellite: id}))
+		if err != nil {
+			return explain(err)
+		}
+		fmt.Fprintf(env.Stdout, "deleted satellite %s (%s); its certificate is revoked. A satellite still running with a valid deploy key enrols again as a new one.\n",
+			resp.Msg.Satellite.Name, resp.Msg.Satellite.Id)
+		return nil
+	}
+	return fmt.Errorf("satellites: unknown subcommand %q", args[0])
+}
+
+func whoami(ctx context.Context, c *clients, _ []string, env Env) error {
+	resp, err := c.gateway.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{}))
+	if err != nil {
+		return explain(err)
+	}
+	fmt.Fprintf(env.Stdout, "tenant: %s (%s)\nregion: %s\nscopes: %s\n", resp.Msg.TenantId, resp.Msg.TenantName, resp.Msg.Region, strings.Join(resp.Msg.Scopes, ", "))
+	return nil
+}
+
+// oneArg is the one positional argument a subcommand takes.
+func oneArg(pos []string, cmd, what string) (string, error) {
+	if len(pos) != 1 {
+		return "", fmt.Errorf("%s: want one %s", cmd, what)
+	}
+	return pos[0], nil
 }
 
 type clients struct {
@@ -281,16 +300,11 @@ func satellitesList(ctx context.Context, c *clients, args []string, env Env) err
 }
 
 func satelliteRow(s *registryv1.Satellite) []any {
-	var labels []string
-	for k, v := range s.Labels {
-		labels = append(labels, k+"="+v)
-	}
-	sortStrings(labels)
 	hb := ""
 	if s.LastHeartbeat != nil {
 		hb = s.LastHeartbeat.AsTime().Format(time.RFC3339)
 	}
-	return []any{s.Name, s.Id, strings.TrimPrefix(s.Status.String(), "SATELLITE_STATUS_"), strings.Join(labels, ","), s.Version, s.Address, hb, s.StoreRows}
+	return []any{s.Name, s.Id, strings.TrimPrefix(s.Status.String(), "SATELLITE_STATUS_"), labelString(s.Labels), s.Version, s.Address, hb, s.StoreRows}
 }
 
 func satellitesGet(ctx context.Context, c *clients, args []string, env Env) error {

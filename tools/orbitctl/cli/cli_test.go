@@ -28,6 +28,14 @@ func TestCompletionCoversEveryCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An unknown command is named as such (before any API key check), so
+	// the loop below can tell a known command from an unknown one.
+	if _, _, err := run(t, "satelites"); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("a misspelt command: %v", err)
+	}
+	if _, _, err := run(t, "whoami"); err == nil || !strings.Contains(err.Error(), "no API key") {
+		t.Fatalf("whoami without a key: %v", err)
+	}
 	for _, c := range commands {
 		if !strings.Contains(usageOut, "  "+c.name) && c.name != "help" {
 			t.Errorf("usage does not list %q", c.name)

@@ -49,12 +49,7 @@ func streams(ctx context.Context, c *clients, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	one := func() (string, error) {
-		if len(pos) != 1 {
-			return "", fmt.Errorf("streams %s: want one stream name", args[0])
-		}
-		return pos[0], nil
-	}
+	one := func() (string, error) { return oneArg(pos, "streams "+args[0], "stream name") }
 	var infos []*logbrokerv1.StreamInfo
 	switch args[0] {
 	case "list", "ls":

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -97,14 +96,10 @@ type yamlWriter struct {
 }
 
 func (y *yamlWriter) row(r []any) error {
+	// sigs.k8s.io/yaml goes through encoding/json: []byte becomes base64
+	// and time.Time RFC 3339, as in -o json.
 	m := make(map[string]any, len(r))
 	for i, v := range r {
-		switch x := v.(type) {
-		case []byte:
-			v = base64.StdEncoding.EncodeToString(x)
-		case time.Time:
-			v = x.Format(time.RFC3339Nano)
-		}
 		m[y.header[i]] = v
 	}
 	b, err := yaml.Marshal([]map[string]any{m})
@@ -204,5 +199,3 @@ func (t *tableWriter) close() error {
 	}
 	return nil
 }
-
-func sortStrings(s []string) { sort.Strings(s) }

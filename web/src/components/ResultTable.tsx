@@ -6,11 +6,11 @@ import { columnTypeName, formatCell, type Row } from "../results";
 const rowHeight = 28;
 
 // ResultTable renders only the rows in view, so 200k rows scroll as fast as 20.
-export function ResultTable({ columns, rows, satelliteName, version }: {
+// Rows are appended in place while a query streams; the page re-renders it.
+export function ResultTable({ columns, rows, satelliteName }: {
   columns: Column[];
   rows: Row[];
   satelliteName?: (id: string) => string;
-  version: number; // bumps when rows (appended in place) change
 }) {
   const scroller = useRef<HTMLDivElement>(null);
   const v = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => rowHeight, overscan: 20 });
@@ -21,7 +21,7 @@ export function ResultTable({ columns, rows, satelliteName, version }: {
   const template = `${satelliteName ? "minmax(8rem, 12rem) " : ""}${columns.map((c) => `minmax(${minRem(c.type)}rem, ${c.type === ColumnType.STRING ? 2 : 1}fr)`).join(" ")}`;
   const minWidth = `${(satelliteName ? 8 : 0) + columns.reduce((n, c) => n + minRem(c.type), 0)}rem`;
   return (
-    <div className="results" ref={scroller} data-testid="results" data-rows={rows.length} data-version={version} role="table" aria-rowcount={rows.length + 1}>
+    <div className="results" ref={scroller} data-testid="results" data-rows={rows.length} role="table" aria-rowcount={rows.length + 1}>
       <div className="rrow rhead" role="row" style={{ gridTemplateColumns: template, minWidth }}>
         {satelliteName && <div role="columnheader">satellite</div>}
         {columns.map((c, i) => (

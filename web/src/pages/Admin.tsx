@@ -1,9 +1,12 @@
 import { useCallback, useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { adminClients, explain, type AdminClients, type Session } from "../api";
+
+const explainAdmin = (err: unknown) => explain(err, "admin token");
 import type { APIKey, DeployKey, Region, Tenant } from "../gen/orbit/platform/v1/platform_pb";
 import type { RegionStatus } from "../gen/orbit/ctxpublisher/v1/ctxpublisher_pb";
 import { ms } from "../results";
+import { parseLabels } from "../labels";
 
 const tokenKey = "orbit.admin";
 // The scopes an API key may carry (services/platform/store: Scopes).
@@ -19,11 +22,10 @@ function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data?: T; error:
   const [n, setN] = useState(0);
   useEffect(() => {
     let live = true;
-    load().then((data) => live && setState({ data, error: "" }), (err) => live && setState({ error: explain(err) }));
+    load().then((data) => live && setState({ data, error: "" }), (err) => live && setState({ error: explainAdmin(err) }));
     return () => {
       live = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, n]);
   return { ...state, reload: useCallback(() => setN((x) => x + 1), []) };
 }
@@ -59,7 +61,7 @@ export function Admin({ session }: { session: Session }) {
       setToken(draft.trim());
       setError("");
     } catch (err) {
-      setError(explain(err).replace("The API key was refused", "The admin token was refused"));
+      setError(explainAdmin(err));
     }
   }
 
@@ -125,7 +127,7 @@ function Tenants({ clients }: { clients: AdminClients }) {
       setName("");
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   async function remove(t: Tenant) {
@@ -134,7 +136,7 @@ function Tenants({ clients }: { clients: AdminClients }) {
       await clients.platform.deleteTenant({ id: t.id });
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   return (
@@ -186,7 +188,7 @@ function APIKeys({ clients, session }: { clients: AdminClients; session: Session
       setMsg("");
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   async function revoke(k: APIKey) {
@@ -195,7 +197,7 @@ function APIKeys({ clients, session }: { clients: AdminClients; session: Session
       await clients.platform.revokeAPIKey({ id: k.id });
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   return (
@@ -245,14 +247,12 @@ function DeployKeys({ clients, session }: { clients: AdminClients; session: Sess
   const [msg, setMsg] = useState("");
   async function create(e: FormEvent) {
     e.preventDefault();
-    const m: Record<string, string> = {};
-    for (const part of labels.split(",").map((p) => p.trim()).filter(Boolean)) {
-      const i = part.indexOf("=");
-      if (i <= 0) {
-        setMsg(`"${part}" is not a label: write key=value, separated by commas.`);
-        return;
-      }
-      m[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    let m: Record<string, string>;
+    try {
+      m = parseLabels(labels);
+    } catch (err) {
+      setMsg((err as Error).message);
+      return;
     }
     try {
       const r = await clients.platform.createDeployKey({ tenantId: tenant, description: description.trim(), labels: m });
@@ -260,7 +260,7 @@ function DeployKeys({ clients, session }: { clients: AdminClients; session: Sess
       setMsg("");
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   async function revoke(k: DeployKey) {
@@ -269,7 +269,7 @@ function DeployKeys({ clients, session }: { clients: AdminClients; session: Sess
       await clients.platform.revokeDeployKey({ id: k.id });
       reload();
     } catch (err) {
-      setMsg(explain(err));
+      setMsg(explainAdmin(err));
     }
   }
   const install = `ORBIT_DEPLOY_KEY='${secret}' bazel run //services/satellite -- \\
@@ -318,7 +318,7 @@ function Regions({ clients }: { clients: AdminClients }) {
       const st = await clients.publisher.getStatus({});
       return { regions, status: new Map(st.regions.map((r) => [r.name, r])), statusError: "" };
     } catch (err) {
-      return { regions, status: new Map(), statusError: explain(err) };
+      return { regions, status: new Map(), statusError: explainAdmin(err) };
     }
   }, [clients]);
   useEffect(() => {

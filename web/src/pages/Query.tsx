@@ -1,14 +1,13 @@
 import { useCallback, useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
-import type { Client } from "@connectrpc/connect";
 import { directQueryClient, explain, isCanceled, queryClient, type Clients, type Counter, type Session } from "../api";
 import { useSatellites } from "./Satellites";
 import { ResultTable } from "../components/ResultTable";
 import {
-  QueryErrorCode, QueryService, SatelliteOutcome,
+  QueryErrorCode, SatelliteOutcome, type ExecuteQueryRequestSchema,
   type Column, type ExecuteQueryResponse, type QueryError, type QuerySummary, type Table,
 } from "../gen/orbit/query/v1/query_pb";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { ExecuteQueryRequestSchema } from "../gen/orbit/query/v1/query_pb";
+import { parseLabels } from "../labels";
 import { appendBatch, bytes, columnTypeName, download, MaxRowsKept, ms, toCSV, toJSON, type Row } from "../results";
 
 type SatResult = { id: string; outcome: SatelliteOutcome; rows: bigint; bytes: bigint; elapsedMs: number; error?: QueryError };
@@ -30,17 +29,6 @@ type Run = {
   error?: string;
   canceled?: boolean;
 };
-
-// parseSelector reads "env=prod, site=eu-1" (empty: every satellite).
-export function parseSelector(s: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const part of s.split(",").map((p) => p.trim()).filter(Boolean)) {
-    const i = part.indexOf("=");
-    if (i <= 0) throw new Error(`"${part}" is not a label: write key=value, separated by commas (empty = every satellite)`);
-    out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
-  }
-  return out;
-}
 
 function outcomeName(o: SatelliteOutcome) {
   return SatelliteOutcome[o]?.replace("SATELLITE_OUTCOME_", "") ?? "?";
@@ -132,7 +120,7 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
     };
     try {
       if (!text) throw new Error("Write a SQL query first (Ctrl+Enter runs it).");
-      if (fanout) req = { target: { case: "selector", value: { matchLabels: parseSelector(selector) } }, sql: text };
+      if (fanout) req = { target: { case: "selector", value: { matchLabels: parseLabels(selector) } }, sql: text };
       else {
         if (!satellite.trim()) throw new Error("Pick a satellite, or switch to a label selector.");
         req = { target: { case: "satellite", value: satellite.trim() }, sql: text };
@@ -165,7 +153,7 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
         // anything that fails before the first answer falls back to the gateway.
         try {
           const ep = await clients.gateway.getDirectEndpoint({ satellite: satellite.trim() }, { signal: ac.signal, timeoutMs: 10_000 });
-          const dc: Client<typeof QueryService> = directQueryClient(ep.dnsName, ep.port, ep.token, r.counter);
+          const dc = directQueryClient(ep.dnsName, ep.port, ep.token, r.counter);
           const got = await consume(dc.executeQuery(req, { signal: ac.signal }));
           done = got;
           if (!got) throw new Error("the satellite answered nothing");
@@ -294,7 +282,7 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
         </table>
       )}
       {run && run.columns.length > 0 && (
-        <ResultTable columns={run.columns} rows={run.rows} version={run.totalRows} satelliteName={run.fanout ? satName : undefined} />
+        <ResultTable columns={run.columns} rows={run.rows} satelliteName={run.fanout ? satName : undefined} />
       )}
       {run && !running && !run.error && !singleError && !run.canceled && run.columns.length === 0 && <p className="empty">The query returned no columns.</p>}
       {!run && <p className="empty">Pick a satellite (or a label selector for many), write SQL and press Ctrl+Enter. Results stream in as they arrive.</p>}
