@@ -131,7 +131,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Store.MaxAge, "retention-age", store.DefaultMaxAge, "delete telemetry older than this")
 	fs.Int64Var(&c.Store.MaxBytes, "retention-bytes", store.DefaultMaxStoreBytes, "keep the store under about this many bytes")
 	fs.StringVar(&c.Store.MemoryLimit, "duckdb-memory-limit", "", "DuckDB memory limit, e.g. 1GB (default: DuckDB's)")
-	fs.IntVar(&c.Store.Threads, "duckdb-threads", 0, "DuckDB threads (default: all cores)")
+	fs.IntVar(&c.Store.Threads, "duckdb-threads", 0, "DuckDB threads (default: half the CPUs this process may use, at least 1; docs/satellite.md)")
 	c.Demo.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -317,5 +318,23 @@ func TestCrashRecovery(t *testing.T) {
 	s := open(t, Config{Path: path})
 	if st := s.Stats(); st.Rows != 5000 {
 		t.Fatalf("rows after crash: %d, want 5000", st.Rows)
+	}
+}
+
+// DuckDB runs with half the CPUs unless told otherwise, and with what it is
+// told; a query sees the setting.
+func TestThreads(t *testing.T) {
+	threads := func(s *Store) int64 {
+		var c collect
+		if _, err := s.Query(context.Background(), "SELECT current_setting('threads')::BIGINT", Limits{}, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.batches[0].Columns[0].GetInt64S().Values[0]
+	}
+	if got, want := threads(open(t, Config{})), int64(max(1, runtime.GOMAXPROCS(0)/2)); got != want {
+		t.Errorf("default threads %d, want %d (half of GOMAXPROCS %d)", got, want, runtime.GOMAXPROCS(0))
+	}
+	if got := threads(open(t, Config{Threads: 3})); got != 3 {
+		t.Errorf("threads %d, want the configured 3", got)
 	}
 }
