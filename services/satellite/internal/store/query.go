@@ -117,13 +117,11 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 		return Result{}, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_READ_ONLY,
 			"only one statement per query is allowed: remove the ';' (inside a string literal, write chr(59))")
 	}
-	var qc *queryConn
-	select {
-	case qc = <-s.pool:
-		defer func() { s.pool <- qc }()
-	default:
+	qc := s.pool.get()
+	if qc == nil {
 		return Result{}, errorf(queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES, "satellite is running %d queries, its limit", s.cfg.MaxQueries)
 	}
+	defer s.pool.put(qc)
 	var res Result
 	err := qc.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
@@ -131,7 +129,8 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
 		key := fmt.Sprintf("%d\x00%s", lim.MaxRows, text)
-		stmt, cached := qc.get(key)
+		version := s.version.Load()
+		stmt, cached := qc.get(key, version)
 		if !cached {
 			var wrapped bool
 			var err error
@@ -140,7 +139,7 @@ func (s *Store) Query(ctx context.Context, text string, lim Limits, sink Sink) (
 				return err
 			}
 			if wrapped {
-				qc.put(key, stmt)
+				qc.put(key, stmt, version)
 			} else {
 				defer stmt.Close()
 			}

@@ -10,6 +10,7 @@ import (
 // than MaxBytes, the oldest share of rows that brings it under, and
 // checkpoints so freed blocks are reused.
 func (s *Store) retain(ctx context.Context) error {
+	defer s.version.Add(1)
 	cutoff := time.Now().Add(-s.cfg.MaxAge).UTC()
 	for _, t := range Tables {
 		q := fmt.Sprintf("DELETE FROM %s WHERE %s < ?", t.Name, t.TimeColumn)

@@ -338,3 +338,36 @@ func TestThreads(t *testing.T) {
 		t.Errorf("threads %d, want the configured 3", got)
 	}
 }
+
+// A statement the cache holds answers from the data as it is now, not as it
+// was when the statement was prepared: DuckDB plans with the table's
+// statistics, and a plan made while no row matched must not stay empty.
+func TestCachedStatementSeesNewRows(t *testing.T) {
+	s := open(t, Config{})
+	ctx := context.Background()
+	metric := func(service string, v float64) *Batch {
+		return &Batch{Metrics: []Metric{{Time: time.Now(), Service: service, Name: "m", Kind: "gauge", Value: v}}}
+	}
+	count := func() int64 {
+		t.Helper()
+		var c collect
+		if _, err := s.Query(ctx, "SELECT count(*) FROM metrics WHERE service = 'host' AND value > 100", Limits{}, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.batches[0].Columns[0].GetInt64S().Values[0]
+	}
+	if err := s.Append(ctx, metric("app", 5)); err != nil {
+		t.Fatal(err)
+	}
+	for range DefaultMaxQueries + 1 { // prepared and cached on every pooled connection while nothing matches
+		if n := count(); n != 0 {
+			t.Fatalf("count %d before the matching row", n)
+		}
+	}
+	if err := s.Append(ctx, metric("host", 200)); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("count %d after a matching row was stored, want 1: the cached statement answered from stale statistics", n)
+	}
+}

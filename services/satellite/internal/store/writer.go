@@ -92,6 +92,7 @@ func (w *writer) run() {
 			return
 		}
 		err := w.flush()
+		s.version.Add(1) // after the commit: statements prepared from now on see it
 		for _, p := range waiting {
 			p.done <- err
 		}
