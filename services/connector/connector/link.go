@@ -362,6 +362,7 @@ func (l *link) onDown(msg *nats.Msg) {
 		l.s.log.Warn("bad frame on satellite subject", "error", err, "subject", msg.Subject)
 		return
 	}
+	var queryCtx context.Context
 	if q := m.GetQuery(); q != nil {
 		ctx := reqctx.FromCarrier(context.Background(), m.Context)
 		reply := q.ReplySubject
@@ -386,7 +387,7 @@ func (l *link) onDown(msg *nats.Msg) {
 				Code: queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES, Message: fmt.Sprintf("the satellite runs %d queries, its link's limit", l.s.cfg.MaxQueriesPerLink)}}}, reply)
 			return
 		}
-		l.s.log.InfoContext(ctx, "query forwarded to satellite", obslog.Event("connector.query"), "satellite", l.satID)
+		queryCtx = ctx
 	}
 	if err := l.send(&m); err != nil {
 		l.s.log.Warn("send to satellite failed", "error", err)
@@ -394,4 +395,8 @@ func (l *link) onDown(msg *nats.Msg) {
 		return
 	}
 	l.s.m.frames.WithLabelValues("down").Inc()
+	if queryCtx != nil {
+		// Logged once the query is on its way, off its critical path.
+		l.s.log.InfoContext(queryCtx, "query forwarded to satellite", obslog.Event("connector.query"), "satellite", l.satID)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -43,6 +44,12 @@ type queryAPI struct {
 
 // ExecuteQuery relays the broker's stream; the tenant travels in the
 // context object the auth interceptor set.
+//
+// The summary is the stream's last message (the broker sends nothing after
+// it), so the answer ends as soon as the summary is sent: the client does not
+// wait for the broker's own end of stream, which the goroutine reading the
+// upstream takes in afterwards (at most UpstreamDrainTimeout). A client that
+// leaves earlier cancels the upstream call at once.
 func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
 	p := principalFrom(ctx)
 	done, err := q.s.startQuery(p.tenant)
@@ -50,23 +57,44 @@ func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	up, err := q.s.broker.ExecuteQuery(ctx, connect.NewRequest(req.Msg))
+	upCtx, cancelUp := context.WithCancel(context.WithoutCancel(ctx))
+	stopFollowing := context.AfterFunc(ctx, cancelUp)
+	up, err := q.s.broker.ExecuteQuery(upCtx, connect.NewRequest(req.Msg))
 	if err != nil {
+		stopFollowing()
+		cancelUp()
 		return forward(err)
 	}
-	defer up.Close()
-	return relay(ctx, up, stream)
+	drain := time.AfterFunc(UpstreamDrainTimeout, cancelUp)
+	drain.Stop()
+	release := func() {
+		_ = up.Close()
+		cancelUp()
+		drain.Stop()
+	}
+	last := func(m *queryv1.ExecuteQueryResponse) bool { return m.Summary != nil }
+	ended, err := relay(ctx, up, stream, last, release)
+	if ended && stopFollowing() {
+		// The upstream's end is still to come; bound the wait for it.
+		drain.Reset(UpstreamDrainTimeout)
+	}
+	return err
 }
+
+// UpstreamDrainTimeout bounds how long the gateway reads a query's upstream
+// stream after its summary went to the client.
+const UpstreamDrainTimeout = 10 * time.Second
 
 // relay copies a server stream. Messages that arrived together leave
 // together: a burst is sent corked and flushed once, when no further message
-// is ready.
-func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], down *connect.ServerStream[T]) error {
+// is ready. If last reports a message as the stream's last, relay returns
+// (true, nil) once it is sent. release is called when the upstream is done
+// with: by the goroutine reading it, after its end (or an error).
+func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], down *connect.ServerStream[T], last func(*T) bool, release func()) (bool, error) {
 	msgs := make(chan *T, 16)
 	var upErr error
 	go func() {
+		defer release()
 		defer close(msgs)
 		for up.Receive() {
 			select {
@@ -79,14 +107,16 @@ func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], dow
 	}()
 	for m := range msgs {
 		uncork := connectserver.Cork(ctx)
+		ended := last != nil && last(m)
 		err := down.Send(m)
 	burst:
-		for err == nil {
+		for err == nil && !ended {
 			select {
 			case next, ok := <-msgs:
 				if !ok {
 					break burst
 				}
+				ended = last != nil && last(next)
 				err = down.Send(next)
 			default:
 				break burst
@@ -94,13 +124,16 @@ func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], dow
 		}
 		uncork()
 		if err != nil {
-			return err
+			return false, err
+		}
+		if ended {
+			return true, nil
 		}
 	}
 	if upErr != nil {
-		return forward(upErr)
+		return false, forward(upErr)
 	}
-	return nil
+	return false, nil
 }
 
 func (q *queryAPI) GetSchema(ctx context.Context, req *connect.Request[queryv1.GetSchemaRequest]) (*connect.Response[queryv1.GetSchemaResponse], error) {

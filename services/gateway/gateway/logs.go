@@ -112,9 +112,10 @@ func (l *logsAPI) Subscribe(ctx context.Context, req *connect.Request[logbrokerv
 	if err != nil {
 		return forward(err)
 	}
-	defer sub.Close()
 	if err := stream.Send(nil); err != nil {
+		_ = sub.Close()
 		return err
 	}
-	return relay(ctx, sub, stream)
+	_, err = relay(ctx, sub, stream, nil, func() { _ = sub.Close() })
+	return err
 }

@@ -180,9 +180,7 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 			pid = queryID + "-" + strconv.Itoa(i)
 		}
 		p := &part{s: s, satID: sat.Id, satName: sat.Name, queryID: pid, sql: sql, limits: a.limits(r), timeout: timeout}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		runPart := func() {
 			defer s.releaseSatellite(sat.Id)
 			pctx := reqctx.MustWith(ctx, reqctx.Fields{Satellite: sat.Id})
 			h := &streamHandler{satID: sat.Id, send: send}
@@ -196,6 +194,17 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 			}
 			// A fan-out reports each satellite as soon as it is done.
 			_ = send(last) // a failed send means the client is gone; ctx says so below
+		}
+		if single {
+			// One satellite runs on the request's goroutine: no goroutine
+			// to start (and grow a stack for) and none to wait for.
+			runPart()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runPart()
 		}()
 	}
 	wg.Wait()
