@@ -14,6 +14,7 @@ import (
 
 	"github.com/orbitplane/orbit/libs/connectclient"
 	"github.com/orbitplane/orbit/libs/testing/testbench"
+	"github.com/orbitplane/orbit/libs/testing/testrelay"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
@@ -89,7 +90,7 @@ func BenchmarkTinyQuery(b *testing.B) {
 			return err
 		},
 		func() error { // broker -> connector
-			_, err := nc.Request("raw.echo", []byte("ping"), time.Second)
+			_, err := nc.Request(testrelay.EchoSubject, []byte("ping"), time.Second)
 			return err
 		},
 		func() error { // connector <-> satellite

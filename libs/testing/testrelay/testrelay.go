@@ -1,0 +1,238 @@
+// Package testrelay is the raw relay chain the query path is measured
+// against (docs/benchmarks.md): the same hops with nothing but forwarding
+// (no auth, no registry, no DuckDB, no credits, no sequence checks), built
+// from the same libraries:
+//
+//	client -Connect-> A -Connect-> B -NATS-> C =bidi= edge
+//
+// plus the single raw hops: a Connect unary call (A's WhoAmI), a NATS
+// request-reply (EchoSubject) and a bidi-stream ping-pong (Echo). A query's
+// SQL is "frames:bytes": the edge answers with that many one-value batches
+// of that size, then an end frame. The pieces run in one process (the
+// in-process benchmarks in tests/e2e) or one per process (tools/bench/querypath).
+package testrelay
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/orbitplane/orbit/libs/reqctx"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+)
+
+// Subjects the relay uses on NATS.
+const (
+	EdgeSubject = "raw.edge"
+	EchoSubject = "raw.echo"
+	replyPrefix = "raw.reply."
+)
+
+// A forwards a query to B; its WhoAmI is the single Connect hop.
+type A struct {
+	queryv1connect.UnimplementedQueryServiceHandler
+	gatewayv1connect.UnimplementedGatewayServiceHandler
+	B queryv1connect.QueryServiceClient
+}
+
+func (a *A) WhoAmI(context.Context, *connect.Request[gatewayv1.WhoAmIRequest]) (*connect.Response[gatewayv1.WhoAmIResponse], error) {
+	return connect.NewResponse(&gatewayv1.WhoAmIResponse{TenantId: "t"}), nil
+}
+
+func (a *A) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	up, err := a.B.ExecuteQuery(ctx, connect.NewRequest(req.Msg))
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	for up.Receive() {
+		if err := stream.Send(up.Msg()); err != nil {
+			return err
+		}
+	}
+	return up.Err()
+}
+
+// B publishes a query on NATS and streams the frames that come back on a
+// reply subject of its own.
+type B struct {
+	queryv1connect.UnimplementedQueryServiceHandler
+	NC *nats.Conn
+}
+
+func (b *B) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	qid := reqctx.NewID()
+	// No flow control in the baseline: room for every frame up front.
+	frames, _ := ParseSQL(req.Msg.Sql)
+	ch := make(chan *nats.Msg, frames+2)
+	sub, err := b.NC.ChanSubscribe(replyPrefix+qid, ch)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1) // no flow control in the baseline
+	q, _ := proto.Marshal(&queryv1.QueryRequest{QueryId: qid, Sql: req.Msg.Sql})
+	if err := b.NC.Publish(EdgeSubject, q); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-ch:
+			var f queryv1.ResultFrame
+			if err := proto.Unmarshal(m.Data, &f); err != nil {
+				return err
+			}
+			if f.GetEnd() != nil {
+				return nil
+			}
+			if err := stream.Send(&queryv1.ExecuteQueryResponse{Batch: f.GetBatch()}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// C holds the edge's stream: queries from NATS go down it, frames coming up
+// are published to their reply subject.
+type C struct {
+	connectorv1connect.UnimplementedLinkServiceHandler
+	NC     *nats.Conn
+	mu     sync.Mutex
+	stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
+	ready  chan struct{}
+	once   sync.Once
+}
+
+// NewC returns C subscribed to EdgeSubject on nc.
+func NewC(nc *nats.Conn) (*C, error) {
+	c := &C{NC: nc, ready: make(chan struct{})}
+	if _, err := nc.Subscribe(EdgeSubject, c.onQuery); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Ready is closed once the edge has connected.
+func (c *C) Ready() <-chan struct{} { return c.ready }
+
+func (c *C) Connect(ctx context.Context, stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]) error {
+	c.mu.Lock()
+	c.stream = stream
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.ready) })
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			return nil
+		}
+		r := m.GetResult()
+		if r == nil {
+			continue
+		}
+		b, _ := proto.Marshal(r)
+		if err := c.NC.Publish(replyPrefix+r.QueryId, b); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *C) onQuery(m *nats.Msg) {
+	var q queryv1.QueryRequest
+	if proto.Unmarshal(m.Data, &q) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream != nil {
+		_ = c.stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Query{Query: &q}})
+	}
+}
+
+// RunEdge dials C and answers queries until ctx ends.
+func RunEdge(ctx context.Context, client connectorv1connect.LinkServiceClient) {
+	stream := client.Connect(ctx)
+	context.AfterFunc(ctx, func() { _ = stream.CloseRequest(); _ = stream.CloseResponse() })
+	_ = stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Heartbeat{Heartbeat: &connectorv1.Heartbeat{}}})
+	var mu sync.Mutex
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			return
+		}
+		q := m.GetQuery()
+		if q == nil {
+			continue
+		}
+		go func() {
+			n, size := ParseSQL(q.Sql)
+			payload := strings.Repeat("x", size)
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range n {
+				b := &queryv1.ColumnBatch{NumRows: 1, Columns: []*queryv1.ColumnValues{{Values: &queryv1.ColumnValues_Strings{Strings: &queryv1.StringValues{Values: []string{payload}}}}}}
+				if err := stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Result{Result: &queryv1.ResultFrame{QueryId: q.QueryId, Seq: uint64(i + 1), Kind: &queryv1.ResultFrame_Batch{Batch: b}}}}); err != nil {
+					return
+				}
+			}
+			_ = stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Result{Result: &queryv1.ResultFrame{QueryId: q.QueryId, Seq: uint64(n + 1), Kind: &queryv1.ResultFrame_End{End: &queryv1.ResultEnd{}}}}})
+		}()
+	}
+}
+
+// ParseSQL reads "frames:bytes".
+func ParseSQL(s string) (int, int) {
+	a, b, _ := strings.Cut(s, ":")
+	n, _ := strconv.Atoi(a)
+	size, _ := strconv.Atoi(b)
+	return n, size
+}
+
+// Echo answers every frame of a bidi stream: the single bidi hop.
+type Echo struct {
+	connectorv1connect.UnimplementedLinkServiceHandler
+}
+
+func (Echo) Connect(ctx context.Context, stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]) error {
+	for {
+		if _, err := stream.Receive(); err != nil {
+			return nil
+		}
+		if err := stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Registered{Registered: &connectorv1.Registered{}}}); err != nil {
+			return nil
+		}
+	}
+}
+
+// EchoNATS answers requests on EchoSubject: the single NATS hop.
+func EchoNATS(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(EchoSubject, func(m *nats.Msg) { _ = m.Respond(m.Data) })
+}
+
+// Query runs one query through the chain (client is A's QueryService); it
+// returns the payload bytes received.
+func Query(ctx context.Context, client queryv1connect.QueryServiceClient, sql string) (int64, error) {
+	stream, err := client.ExecuteQuery(ctx, connect.NewRequest(&queryv1.ExecuteQueryRequest{Sql: sql}))
+	if err != nil {
+		return 0, err
+	}
+	defer stream.Close()
+	var n int64
+	for stream.Receive() {
+		for _, v := range stream.Msg().GetBatch().GetColumns()[0].GetStrings().GetValues() {
+			n += int64(len(v))
+		}
+	}
+	return n, stream.Err()
+}
