@@ -238,21 +238,24 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 		result = "partial"
 	}
 	s.m.queries.WithLabelValues(kind, result).Inc()
-	s.log.InfoContext(ctx, "query finished", obslog.Event("broker.query_finished"), "rows", summary.Rows, "bytes", summary.Bytes,
-		"satellites_ok", summary.SatellitesOk, "satellites", summary.SatellitesTotal, "elapsed_ms", time.Since(start).Milliseconds())
 	if len(out) == 0 {
 		out = append(out, &queryv1.ExecuteQueryResponse{})
 	}
 	out[len(out)-1].Summary = summary
-	// The closing messages leave in one write.
+	// The closing messages leave in one write; the line is written after
+	// it, off the answer's critical path (the gateway ends the client's
+	// stream at the summary).
 	uncork := connectserver.Cork(ctx)
-	defer uncork()
+	var sendErr error
 	for _, m := range out {
-		if err := send(m); err != nil {
-			return err
+		if sendErr = send(m); sendErr != nil {
+			break
 		}
 	}
-	return nil
+	uncork()
+	s.log.InfoContext(ctx, "query finished", obslog.Event("broker.query_finished"), "rows", summary.Rows, "bytes", summary.Bytes,
+		"satellites_ok", summary.SatellitesOk, "satellites", summary.SatellitesTotal, "elapsed_ms", time.Since(start).Milliseconds(), "sent", sendErr == nil)
+	return sendErr
 }
 
 // streamHandler turns one satellite's frames into response messages: a

@@ -1,0 +1,516 @@
+// Command querypath measures the query path with every service in its own
+// process, as deployed, against the raw relay chain with every piece in its
+// own process too — the composition of the reference figures issue 3 gives
+// (docs/benchmarks.md, "Across processes"). Run it from the repository root:
+//
+//	go run ./tools/bench/querypath
+//
+// It builds the services, starts NATS and etcd (one process), registry,
+// connector, query broker, gateway and one satellite (one process each), and
+// the relay chain's A, B, C, the edge and the single-hop echo servers (one
+// process each), then interleaves the measurements round by round and prints
+// medians and ratios. Everything listens on 127.0.0.1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/orbitplane/orbit/libs/apikey"
+	"github.com/orbitplane/orbit/libs/connectclient"
+	"github.com/orbitplane/orbit/libs/connectserver"
+	"github.com/orbitplane/orbit/libs/contextstore"
+	"github.com/orbitplane/orbit/libs/embedetcd"
+	"github.com/orbitplane/orbit/libs/embednats"
+	"github.com/orbitplane/orbit/libs/testing/testrelay"
+	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
+	gatewayv1 "github.com/orbitplane/orbit/proto/orbit/gateway/v1"
+	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
+	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "role" {
+		if err := role(os.Args[2], os.Args[3:]); err != nil {
+			fmt.Fprintf(os.Stderr, "querypath %s: %v\n", os.Args[2], err)
+			os.Exit(1)
+		}
+		return
+	}
+	fs := flag.NewFlagSet("querypath", flag.ExitOnError)
+	rounds := fs.Int("rounds", 3, "measurement rounds (baseline and system interleaved; medians reported)")
+	n := fs.Int("n", 1500, "sequential queries per latency measurement")
+	clients := fs.Int("clients", 8, "concurrent clients for the throughput measurement")
+	dur := fs.Duration("duration", 3*time.Second, "length of one throughput measurement")
+	keep := fs.Bool("keep", false, "keep the work directory (binaries, data, every process's log)")
+	_ = fs.Parse(os.Args[1:])
+	if *rounds < 1 || *n < 100 || *clients < 1 || *dur < time.Second {
+		fmt.Fprintln(os.Stderr, "querypath: want -rounds >= 1, -n >= 100, -clients >= 1, -duration >= 1s")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := orchestrate(ctx, *rounds, *n, *clients, *dur, *keep); err != nil {
+		fmt.Fprintf(os.Stderr, "querypath: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// procs are the child processes; stopAll ends them.
+type procs struct {
+	mu   sync.Mutex
+	list []*exec.Cmd
+	logs string
+}
+
+func (p *procs) start(name string, bin string, args ...string) error {
+	f, err := os.Create(filepath.Join(p.logs, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p.mu.Lock()
+	p.list = append(p.list, cmd)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *procs) stopAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.list) - 1; i >= 0; i-- {
+		c := p.list[i]
+		_ = c.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = c.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration, keep bool) error {
+	if _, err := os.Stat("go.mod"); err != nil {
+		return errors.New("run from the repository root (it builds ./services/...)")
+	}
+	dir, err := os.MkdirTemp("", "orbit-querypath-")
+	if err != nil {
+		return err
+	}
+	if keep {
+		fmt.Printf("work directory: %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	bin := filepath.Join(dir, "bin")
+	p := &procs{logs: filepath.Join(dir, "logs")}
+	if err := os.MkdirAll(p.logs, 0o755); err != nil {
+		return err
+	}
+	defer p.stopAll()
+
+	fmt.Println("building the services and this program …")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./services/registry", "./services/connector", "./services/querybroker",
+		"./services/gateway", "./services/satellite", "./tools/bench/querypath")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("go build: %w", err)
+	}
+	self := filepath.Join(bin, "querypath")
+
+	ports := map[string]int{}
+	for _, name := range []string{"nats", "etcd", "etcd-peer", "registry", "connector", "broker", "gateway", "satellite", "relay-a", "relay-b", "relay-c", "relay-d"} {
+		if ports[name], err = freePort(); err != nil {
+			return err
+		}
+	}
+	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[name]) }
+	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", ports[name]) }
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", ports["nats"])
+	etcdURL := url("etcd")
+
+	// NATS and etcd, one process.
+	if err := p.start("infra", self, "role", "infra", "-nats-port", strconv.Itoa(ports["nats"]), "-etcd-port", strconv.Itoa(ports["etcd"]),
+		"-etcd-peer-port", strconv.Itoa(ports["etcd-peer"]), "-dir", filepath.Join(dir, "etcd")); err != nil {
+		return err
+	}
+	nc, err := waitNATS(ctx, natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	boot := contextstore.Bootstrap{TenantID: "bench", APIKey: apikey.Generate(apikey.KindAPI), DeployKey: apikey.Generate(apikey.KindDeploy)}
+	if err := retryUntil(ctx, 30*time.Second, func() error { return contextstore.WriteBootstrap(ctx, etcd, boot, "bench") }); err != nil {
+		return fmt.Errorf("bootstrap tenant: %w", err)
+	}
+
+	// The system, one process per service.
+	svc := func(name string) string { return filepath.Join(bin, name) }
+	steps := []struct {
+		name string
+		args []string
+	}{
+		{"registry", []string{"--addr", addr("registry"), "--nats-url", natsURL, "--etcd-endpoints", etcdURL}},
+		{"connector", []string{"--addr", addr("connector"), "--registry-url", url("registry"), "--nats-url", natsURL, "--etcd-endpoints", etcdURL}},
+		{"querybroker", []string{"--addr", addr("broker"), "--registry-url", url("registry"), "--nats-url", natsURL}},
+		{"gateway", []string{"--addr", addr("gateway"), "--broker-url", url("broker"), "--registry-url", url("registry"), "--etcd-endpoints", etcdURL,
+			"--logbroker-url", "", "--tenant-rps", "1000000", "--tenant-burst", "1000000", "--tenant-max-queries", "64"}},
+		{"satellite", []string{"--addr", addr("satellite"), "--connector-url", url("connector"), "--deploy-key", boot.DeployKey, "--name", "edge-1",
+			"--data-dir", filepath.Join(dir, "satellite"), "--direct-addr", "", "--host-metrics-interval", "0"}},
+	}
+	for _, s := range steps {
+		if err := p.start(s.name, svc(s.name), s.args...); err != nil {
+			return err
+		}
+	}
+	// The raw relay chain, one process per piece.
+	relays := []struct {
+		name string
+		args []string
+	}{
+		{"relay-c", []string{"-addr", addr("relay-c"), "-nats", natsURL}},
+		{"relay-b", []string{"-addr", addr("relay-b"), "-nats", natsURL}},
+		{"relay-a", []string{"-addr", addr("relay-a"), "-b", url("relay-b")}},
+		{"relay-d", []string{"-addr", addr("relay-d"), "-nats", natsURL}},
+		{"edge", []string{"-c", url("relay-c")}},
+	}
+	for _, r := range relays {
+		if err := p.start(r.name, self, append([]string{"role", r.name}, r.args...)...); err != nil {
+			return err
+		}
+	}
+
+	hc := connectclient.HTTPClient(nil)
+	opts, _ := connectclient.Options(nil)
+	keyed := append(slices.Clone(opts), connect.WithInterceptors(connectclient.Bearer(boot.APIKey)))
+	reg := registryv1connect.NewRegistryServiceClient(hc, url("gateway"), keyed...)
+	fmt.Println("waiting for the satellite to be HEALTHY and the relay to answer …")
+	if err := retryUntil(ctx, 60*time.Second, func() error {
+		resp, err := reg.ListSatellites(ctx, connect.NewRequest(&registryv1.ListSatellitesRequest{}))
+		if err != nil {
+			return err
+		}
+		for _, s := range resp.Msg.Satellites {
+			if s.Name == "edge-1" && s.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_HEALTHY {
+				return nil
+			}
+		}
+		return errors.New("edge-1 not HEALTHY yet")
+	}); err != nil {
+		return fmt.Errorf("%w (logs in %s; -keep keeps them)", err, p.logs)
+	}
+	q := queryv1connect.NewQueryServiceClient(hc, url("gateway"), keyed...)
+	rawQ := queryv1connect.NewQueryServiceClient(hc, url("relay-a"), opts...)
+	if err := retryUntil(ctx, 30*time.Second, func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }); err != nil {
+		return fmt.Errorf("relay chain: %w", err)
+	}
+
+	full := func() error {
+		st, err := q.ExecuteQuery(ctx, connect.NewRequest(&queryv1.ExecuteQueryRequest{Target: &queryv1.ExecuteQueryRequest_Satellite{Satellite: "edge-1"}, Sql: "SELECT 1"}))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		rows := int64(0)
+		for st.Receive() {
+			rows += st.Msg().GetBatch().GetNumRows()
+		}
+		if err := st.Err(); err != nil {
+			return err
+		}
+		if rows != 1 {
+			return fmt.Errorf("SELECT 1 returned %d rows", rows)
+		}
+		return nil
+	}
+	chain := func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }
+	rawA := gatewayv1connect.NewGatewayServiceClient(hc, url("relay-a"), opts...)
+	bidi := connectorv1connect.NewLinkServiceClient(hc, url("relay-d"), opts...).Connect(ctx)
+	defer bidi.CloseRequest()
+	unary := func() error { _, err := rawA.WhoAmI(ctx, connect.NewRequest(&gatewayv1.WhoAmIRequest{})); return err }
+	hops := []func() error{
+		unary, // client -> gateway
+		unary, // gateway -> broker
+		func() error { _, err := nc.Request(testrelay.EchoSubject, []byte("ping"), time.Second); return err }, // broker -> connector
+		func() error { // connector <-> satellite
+			if err := bidi.Send(&connectorv1.ConnectRequest{}); err != nil {
+				return err
+			}
+			_, err := bidi.Receive()
+			return err
+		},
+	}
+	for range 300 { // warm every path
+		for _, f := range append([]func() error{full, chain}, hops...) {
+			if err := f(); err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
+		}
+	}
+
+	var fullP50, fullP99, chainP50, chainP99, hopP50, hopP99, fullQPS, chainQPS []float64
+	for round := range rounds {
+		var s50, s99 time.Duration
+		for _, h := range hops {
+			l, err := measure(n, h)
+			if err != nil {
+				return err
+			}
+			s50 += l.pct(0.5)
+			s99 += l.pct(0.99)
+		}
+		c, err := measure(n, chain)
+		if err != nil {
+			return err
+		}
+		f, err := measure(n, full)
+		if err != nil {
+			return err
+		}
+		cq, err := concurrent(clients, dur, chain)
+		if err != nil {
+			return err
+		}
+		fq, err := concurrent(clients, dur, full)
+		if err != nil {
+			return err
+		}
+		fullP50, fullP99 = append(fullP50, ms(f.pct(0.5))), append(fullP99, ms(f.pct(0.99)))
+		chainP50, chainP99 = append(chainP50, ms(c.pct(0.5))), append(chainP99, ms(c.pct(0.99)))
+		hopP50, hopP99 = append(hopP50, ms(s50)), append(hopP99, ms(s99))
+		fullQPS, chainQPS = append(fullQPS, fq), append(chainQPS, cq)
+		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms; relay chain p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s\n",
+			round, ms(f.pct(0.5)), ms(f.pct(0.99)), ms(c.pct(0.5)), ms(c.pct(0.99)), ms(s50), ms(s99), clients, fq, cq)
+	}
+	m := median
+	fmt.Printf("\nmedians of %d rounds (every service and relay piece in its own process):\n", rounds)
+	fmt.Printf("  tiny query p50 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.3x]\n",
+		m(fullP50), m(fullP50)/m(chainP50), m(chainP50), m(fullP50)/m(hopP50), m(hopP50))
+	fmt.Printf("  tiny query p99 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.5x]\n",
+		m(fullP99), m(fullP99)/m(chainP99), m(chainP99), m(fullP99)/m(hopP99), m(hopP99))
+	fmt.Printf("  %d clients: %.0f q/s, %.2fx the relay chain (%.0f q/s)  [goal >= 0.8x]\n", clients, m(fullQPS), m(fullQPS)/m(chainQPS), m(chainQPS))
+	return nil
+}
+
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func measure(n int, f func() error) (latencies, error) {
+	out := make(latencies, 0, n)
+	for range n {
+		start := time.Now()
+		if err := f(); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+func concurrent(clients int, d time.Duration, f func() error) (float64, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				if err := f(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return float64(n.Load()) / d.Seconds(), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func retryUntil(ctx context.Context, limit time.Duration, f func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %v: %w", limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func waitNATS(ctx context.Context, u string) (*nats.Conn, error) {
+	var nc *nats.Conn
+	err := retryUntil(ctx, 30*time.Second, func() error {
+		var err error
+		nc, err = nats.Connect(u)
+		return err
+	})
+	return nc, err
+}
+
+// role runs one piece in this process until SIGTERM.
+func role(name string, args []string) error {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	addr := fs.String("addr", "", "listen address")
+	natsURL := fs.String("nats", "", "NATS URL")
+	bURL := fs.String("b", "", "relay B's URL")
+	cURL := fs.String("c", "", "relay C's URL")
+	natsPort := fs.Int("nats-port", 0, "infra: NATS port")
+	etcdPort := fs.Int("etcd-port", 0, "infra: etcd client port")
+	etcdPeer := fs.Int("etcd-peer-port", 0, "infra: etcd peer port")
+	dir := fs.String("dir", "", "infra: etcd data directory")
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	serve := func(mount func(*connectserver.Server)) error {
+		srv, err := connectserver.New(connectserver.Config{Service: name, Addr: *addr}, connectserver.Deps{})
+		if err != nil {
+			return err
+		}
+		mount(srv)
+		if _, err := srv.Listen(); err != nil {
+			return err
+		}
+		return srv.Run(ctx)
+	}
+	connectNATS := func() (*nats.Conn, error) { return nats.Connect(*natsURL) }
+	hc := connectclient.HTTPClient(nil)
+	opts, _ := connectclient.Options(nil)
+
+	switch name {
+	case "infra":
+		ns, err := embednats.Start(embednats.Config{Port: *natsPort})
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		es, err := embedetcd.Start(embedetcd.Config{Dir: *dir, ClientPort: *etcdPort, PeerPort: *etcdPeer})
+		if err != nil {
+			return err
+		}
+		defer es.Close()
+		<-ctx.Done()
+		return nil
+	case "relay-c":
+		nc, err := connectNATS()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		c, err := testrelay.NewC(nc)
+		if err != nil {
+			return err
+		}
+		return serve(func(srv *connectserver.Server) {
+			srv.Handle(connectorv1connect.NewLinkServiceHandler(c, srv.HandlerOptions()...))
+		})
+	case "relay-b":
+		nc, err := connectNATS()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		return serve(func(srv *connectserver.Server) {
+			srv.Handle(queryv1connect.NewQueryServiceHandler(&testrelay.B{NC: nc}, srv.HandlerOptions()...))
+		})
+	case "relay-a":
+		a := &testrelay.A{B: queryv1connect.NewQueryServiceClient(hc, *bURL, opts...)}
+		return serve(func(srv *connectserver.Server) {
+			srv.Handle(queryv1connect.NewQueryServiceHandler(a, srv.HandlerOptions()...))
+			srv.Handle(gatewayv1connect.NewGatewayServiceHandler(a, srv.HandlerOptions()...))
+		})
+	case "relay-d":
+		nc, err := connectNATS()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if _, err := testrelay.EchoNATS(nc); err != nil {
+			return err
+		}
+		return serve(func(srv *connectserver.Server) {
+			srv.Handle(connectorv1connect.NewLinkServiceHandler(testrelay.Echo{}, srv.HandlerOptions()...))
+		})
+	case "edge":
+		// Dial C until it listens, then answer until told to stop.
+		for ctx.Err() == nil {
+			resp, err := http.Get(*cURL + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		testrelay.RunEdge(ctx, connectorv1connect.NewLinkServiceClient(hc, *cURL, opts...))
+		return nil
+	}
+	return fmt.Errorf("unknown role %q", name)
+}
