@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -397,6 +398,15 @@ func (s *system) startSatellite(o satOptions) *sat {
 		Name: o.name, Labels: o.labels, HeartbeatInterval: s.hbInterval, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	}
 	cfg.Ingest.HostMetricsEvery = -1
+	// ORBIT_BENCH_DUCKDB_THREADS measures the satellites with another DuckDB
+	// thread count than the default (docs/benchmarks.md).
+	if v := os.Getenv("ORBIT_BENCH_DUCKDB_THREADS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			s.t.Fatalf("ORBIT_BENCH_DUCKDB_THREADS=%q: want a positive number", v)
+		}
+		cfg.Store.Threads = n
+	}
 	if s.certdns != nil {
 		cfg.ConnectorCA, cfg.DirectAddr = s.caFile, "127.0.0.1:0"
 	}
