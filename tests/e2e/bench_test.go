@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,27 +28,12 @@ import (
 //
 // Each reports ratios; goals are in docs/benchmarks.md.
 
-type latencies []time.Duration
-
-func (l latencies) pct(p float64) time.Duration {
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[int(float64(len(s)-1)*p)]
-}
-
-func measure(n int, f func() error) (latencies, error) {
-	out := make(latencies, 0, n)
-	for range n {
-		start := time.Now()
-		if err := f(); err != nil {
-			return nil, err
-		}
-		out = append(out, time.Since(start))
-	}
-	return out, nil
-}
-
-func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+// measure, concurrent and ms are the shared helpers (libs/testing/testbench).
+var (
+	measure    = testbench.Measure
+	concurrent = testbench.Concurrent
+	ms         = testbench.Ms
+)
 
 // gatewayCfg lifts the per-tenant rate limits so they do not cap a
 // benchmark.
@@ -116,8 +98,8 @@ func BenchmarkTinyQuery(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				sum50 += l.pct(0.5)
-				sum99 += l.pct(0.99)
+				sum50 += l.Pct(0.5)
+				sum99 += l.Pct(0.99)
 			}
 			c, err := measure(n, chain)
 			if err != nil {
@@ -127,11 +109,11 @@ func BenchmarkTinyQuery(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			fullP50, fullP99 = append(fullP50, ms(l.pct(0.5))), append(fullP99, ms(l.pct(0.99)))
+			fullP50, fullP99 = append(fullP50, ms(l.Pct(0.5))), append(fullP99, ms(l.Pct(0.99)))
 			hopP50, hopP99 = append(hopP50, ms(sum50)), append(hopP99, ms(sum99))
-			chainP50, chainP99 = append(chainP50, ms(c.pct(0.5))), append(chainP99, ms(c.pct(0.99)))
+			chainP50, chainP99 = append(chainP50, ms(c.Pct(0.5))), append(chainP99, ms(c.Pct(0.99)))
 			b.Logf("round %d: full p50 %.3f ms p99 %.3f ms; raw relay chain p50 %.3f ms p99 %.3f ms; sum of single raw hops p50 %.3f ms p99 %.3f ms",
-				round, ms(l.pct(0.5)), ms(l.pct(0.99)), ms(c.pct(0.5)), ms(c.pct(0.99)), ms(sum50), ms(sum99))
+				round, ms(l.Pct(0.5)), ms(l.Pct(0.99)), ms(c.Pct(0.5)), ms(c.Pct(0.99)), ms(sum50), ms(sum99))
 		}
 	}
 	med := testbench.Median
@@ -145,31 +127,6 @@ func BenchmarkTinyQuery(b *testing.B) {
 	b.ReportMetric(med(fullP99)/med(chainP99), "p99_chain_ratio")
 	b.ReportMetric(med(fullP50)/med(hopP50), "p50_hops_ratio")
 	b.ReportMetric(med(fullP99)/med(hopP99), "p99_hops_ratio")
-}
-
-func concurrent(clients int, d time.Duration, f func() error) (float64, error) {
-	var n atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				if err := f(); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
-		return 0, err
-	}
-	return float64(n.Load()) / d.Seconds(), nil
 }
 
 func BenchmarkConcurrentQueries(b *testing.B) {
@@ -350,9 +307,9 @@ func BenchmarkAuthShare(b *testing.B) {
 				}
 			}
 			per := time.Since(start) / authN
-			share := 100 * float64(per) / float64(l.pct(0.5))
+			share := 100 * float64(per) / float64(l.Pct(0.5))
 			shares = append(shares, share)
-			b.Logf("auth %v per call; tiny query p50 %.3f ms; share %.2f %%", per, ms(l.pct(0.5)), share)
+			b.Logf("auth %v per call; tiny query p50 %.3f ms; share %.2f %%", per, ms(l.Pct(0.5)), share)
 		}
 	}
 	b.ReportMetric(testbench.Median(shares), "auth_%_of_p50")

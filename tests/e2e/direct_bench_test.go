@@ -66,11 +66,11 @@ func BenchmarkDirectVsPassthrough(b *testing.B) {
 				return time.Since(start).Seconds()
 			}
 			db, pb := timeIt(run(dq, bigSQL)), timeIt(run(pq, bigSQL))
-			dP50, pP50 = append(dP50, ms(dl.pct(0.5))), append(pP50, ms(pl.pct(0.5)))
-			dP99, pP99 = append(dP99, ms(dl.pct(0.99))), append(pP99, ms(pl.pct(0.99)))
+			dP50, pP50 = append(dP50, ms(dl.Pct(0.5))), append(pP50, ms(pl.Pct(0.5)))
+			dP99, pP99 = append(dP99, ms(dl.Pct(0.99))), append(pP99, ms(pl.Pct(0.99)))
 			dBig, pBig = append(dBig, db), append(pBig, pb)
 			b.Logf("round %d: tiny p50 direct %.3f ms / passthrough %.3f ms, p99 %.3f / %.3f ms; 1M rows direct %.2f s / passthrough %.2f s",
-				round, ms(dl.pct(0.5)), ms(pl.pct(0.5)), ms(dl.pct(0.99)), ms(pl.pct(0.99)), db, pb)
+				round, ms(dl.Pct(0.5)), ms(pl.Pct(0.5)), ms(dl.Pct(0.99)), ms(pl.Pct(0.99)), db, pb)
 		}
 	}
 	med := testbench.Median

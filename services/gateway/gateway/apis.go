@@ -65,6 +65,7 @@ func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv
 		cancelUp()
 		return forward(err)
 	}
+	// Armed only once the answer has ended without the upstream (below).
 	drain := time.AfterFunc(UpstreamDrainTimeout, cancelUp)
 	drain.Stop()
 	release := func() {

@@ -26,7 +26,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +39,7 @@ import (
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/embedetcd"
 	"github.com/orbitplane/orbit/libs/embednats"
+	"github.com/orbitplane/orbit/libs/testing/testbench"
 	"github.com/orbitplane/orbit/libs/testing/testrelay"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
@@ -296,37 +296,37 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 	for round := range rounds {
 		var s50, s99 time.Duration
 		for _, h := range hops {
-			l, err := measure(n, h)
+			l, err := testbench.Measure(n, h)
 			if err != nil {
 				return err
 			}
-			s50 += l.pct(0.5)
-			s99 += l.pct(0.99)
+			s50 += l.Pct(0.5)
+			s99 += l.Pct(0.99)
 		}
-		c, err := measure(n, chain)
+		c, err := testbench.Measure(n, chain)
 		if err != nil {
 			return err
 		}
-		f, err := measure(n, full)
+		f, err := testbench.Measure(n, full)
 		if err != nil {
 			return err
 		}
-		cq, err := concurrent(clients, dur, chain)
+		cq, err := testbench.Concurrent(clients, dur, chain)
 		if err != nil {
 			return err
 		}
-		fq, err := concurrent(clients, dur, full)
+		fq, err := testbench.Concurrent(clients, dur, full)
 		if err != nil {
 			return err
 		}
-		fullP50, fullP99 = append(fullP50, ms(f.pct(0.5))), append(fullP99, ms(f.pct(0.99)))
-		chainP50, chainP99 = append(chainP50, ms(c.pct(0.5))), append(chainP99, ms(c.pct(0.99)))
-		hopP50, hopP99 = append(hopP50, ms(s50)), append(hopP99, ms(s99))
+		fullP50, fullP99 = append(fullP50, testbench.Ms(f.Pct(0.5))), append(fullP99, testbench.Ms(f.Pct(0.99)))
+		chainP50, chainP99 = append(chainP50, testbench.Ms(c.Pct(0.5))), append(chainP99, testbench.Ms(c.Pct(0.99)))
+		hopP50, hopP99 = append(hopP50, testbench.Ms(s50)), append(hopP99, testbench.Ms(s99))
 		fullQPS, chainQPS = append(fullQPS, fq), append(chainQPS, cq)
 		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms; relay chain p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s\n",
-			round, ms(f.pct(0.5)), ms(f.pct(0.99)), ms(c.pct(0.5)), ms(c.pct(0.99)), ms(s50), ms(s99), clients, fq, cq)
+			round, testbench.Ms(f.Pct(0.5)), testbench.Ms(f.Pct(0.99)), testbench.Ms(c.Pct(0.5)), testbench.Ms(c.Pct(0.99)), testbench.Ms(s50), testbench.Ms(s99), clients, fq, cq)
 	}
-	m := median
+	m := testbench.Median
 	fmt.Printf("\nmedians of %d rounds (every service and relay piece in its own process):\n", rounds)
 	fmt.Printf("  tiny query p50 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.3x]\n",
 		m(fullP50), m(fullP50)/m(chainP50), m(chainP50), m(fullP50)/m(hopP50), m(hopP50))
@@ -334,57 +334,6 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		m(fullP99), m(fullP99)/m(chainP99), m(chainP99), m(fullP99)/m(hopP99), m(hopP99))
 	fmt.Printf("  %d clients: %.0f q/s, %.2fx the relay chain (%.0f q/s)  [goal >= 0.8x]\n", clients, m(fullQPS), m(fullQPS)/m(chainQPS), m(chainQPS))
 	return nil
-}
-
-type latencies []time.Duration
-
-func (l latencies) pct(p float64) time.Duration {
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[int(float64(len(s)-1)*p)]
-}
-
-func measure(n int, f func() error) (latencies, error) {
-	out := make(latencies, 0, n)
-	for range n {
-		start := time.Now()
-		if err := f(); err != nil {
-			return nil, err
-		}
-		out = append(out, time.Since(start))
-	}
-	return out, nil
-}
-
-func concurrent(clients int, d time.Duration, f func() error) (float64, error) {
-	var n atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
-	for range clients {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				if err := f(); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
-		return 0, err
-	}
-	return float64(n.Load()) / d.Seconds(), nil
-}
-
-func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-func median(x []float64) float64 {
-	s := slices.Clone(x)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func retryUntil(ctx context.Context, limit time.Duration, f func() error) error {
