@@ -155,6 +155,13 @@ go build -o "$tmp/orbit" ./tools/orbit
 go build -o "$tmp/orbitctl" ./tools/orbitctl
 smoke_dev go "$tmp/orbit" # serves web/dist (built above): orbit dev's --web-dir auto
 
+step "every service as its own process (tools/bench/querypath, one short round)"
+# The service binaries with their real flags: NATS+etcd, registry, connector,
+# broker, gateway and a satellite in separate processes answer SELECT 1 (the
+# tool fails otherwise). Its ratios are printed, not judged: speed goals live
+# in docs/benchmarks.md, measured on a quiet machine.
+go run ./tools/bench/querypath -rounds 1 -n 100 -duration 1s
+
 if [ -n "${ORBIT_SKIP_BAZEL:-}" ]; then
   echo "ORBIT_SKIP_BAZEL set: skipping bazel build/test"
 else

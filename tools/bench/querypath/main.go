@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,6 +121,19 @@ func (p *procs) stopAll() {
 	}
 }
 
+// dumpLogs prints the last lines of every process's log.
+func (p *procs) dumpLogs(w io.Writer, lines int) {
+	entries, _ := os.ReadDir(p.logs)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(p.logs, e.Name()))
+		if err != nil {
+			continue
+		}
+		all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		fmt.Fprintf(w, "--- %s (last %d lines)\n%s\n", e.Name(), min(lines, len(all)), strings.Join(all[max(0, len(all)-lines):], "\n"))
+	}
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,7 +143,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration, keep bool) error {
+func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration, keep bool) (err error) {
 	if _, err := os.Stat("go.mod"); err != nil {
 		return errors.New("run from the repository root (it builds ./services/...)")
 	}
@@ -146,7 +161,12 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 	if err := os.MkdirAll(p.logs, 0o755); err != nil {
 		return err
 	}
-	defer p.stopAll()
+	defer func() {
+		p.stopAll()
+		if err != nil && !keep {
+			p.dumpLogs(os.Stderr, 20) // the work directory goes with this run
+		}
+	}()
 
 	fmt.Println("building the services and this program …")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./services/registry", "./services/connector", "./services/querybroker",
