@@ -66,7 +66,7 @@ func ts(t *timestamppb.Timestamp) any {
 	return t.AsTime().UTC().Truncate(time.Second)
 }
 
-// tenantFlag defaults --tenant to the API key's tenant when there is one.
+// tenantOf defaults --tenant to the API key's tenant when there is one.
 func tenantOf(ctx context.Context, flagValue string, g globals, env Env) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil
@@ -85,17 +85,47 @@ func tenantOf(ctx context.Context, flagValue string, g globals, env Env) (string
 	return who.Msg.TenantId, nil
 }
 
+// adminFlags parses an admin subcommand's flags and makes the admin clients.
+func adminFlags(fs *flag.FlagSet, args []string, g globals, env Env) ([]string, *adminClients, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := newAdminClients(g, env)
+	return pos, a, err
+}
+
+// removeByID runs a delete or revoke that takes one ID and says what
+// happened (done has one %s for the ID).
+func removeByID(ctx context.Context, pos []string, cmd, what string, call func(context.Context, string) error, done string, env Env) error {
+	id, err := oneArg(pos, cmd, what)
+	if err != nil {
+		return err
+	}
+	if err := call(ctx, id); err != nil {
+		return explainAdmin(err)
+	}
+	fmt.Fprintf(env.Stdout, done+"\n", id)
+	return nil
+}
+
+// keyTenant is the tenant a keys or deploy-keys subcommand works on: list
+// and create need one; revoke takes the key's ID alone.
+func keyTenant(ctx context.Context, sub, flagValue string, g globals, env Env) (string, error) {
+	switch sub {
+	case "list", "ls", "create":
+		return tenantOf(ctx, flagValue, g, env)
+	}
+	return "", nil
+}
+
 func tenants(ctx context.Context, g globals, args []string, env Env) error {
 	if len(args) == 0 {
 		return errors.New("tenants: want list, create NAME or delete ID")
 	}
 	fs := newFlags("tenants "+args[0], env, tenantsHelp)
 	out := fs.String("o", "table", "output: table, json, csv, yaml")
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	a, err := newAdminClients(g, env)
+	pos, a, err := adminFlags(fs, args[1:], g, env)
 	if err != nil {
 		return err
 	}
@@ -122,15 +152,10 @@ func tenants(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Tenant.Name, resp.Msg.Tenant.Id, resp.Msg.Tenant.Id, resp.Msg.Tenant.Id)
 		return nil
 	case "delete", "rm":
-		id, err := oneArg(pos, "tenants delete", "tenant ID")
-		if err != nil {
+		return removeByID(ctx, pos, "tenants delete", "tenant ID", func(ctx context.Context, id string) error {
+			_, err := a.platform.DeleteTenant(ctx, connect.NewRequest(&platformv1.DeleteTenantRequest{Id: id}))
 			return err
-		}
-		if _, err := a.platform.DeleteTenant(ctx, connect.NewRequest(&platformv1.DeleteTenantRequest{Id: id})); err != nil {
-			return explainAdmin(err)
-		}
-		fmt.Fprintf(env.Stdout, "deleted tenant %s; its API keys and deploy keys stop working in every region\n", id)
-		return nil
+		}, "deleted tenant %s; its API keys and deploy keys stop working in every region", env)
 	}
 	return fmt.Errorf("tenants: unknown subcommand %q", args[0])
 }
@@ -145,20 +170,16 @@ func apiKeys(ctx context.Context, g globals, args []string, env Env) error {
 	scopes := fs.String("scopes", "query,satellites:read,logs:read", "comma-separated scopes: query, satellites:read, satellites:write, logs:read, logs:write, admin")
 	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h (0 = never expires)")
 	description := fs.String("description", "", "what the key is for")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, a, err := adminFlags(fs, args[1:], g, env)
 	if err != nil {
 		return err
 	}
-	a, err := newAdminClients(g, env)
+	tid, err := keyTenant(ctx, args[0], *tenant, g, env)
 	if err != nil {
 		return err
 	}
 	switch args[0] {
 	case "list", "ls":
-		tid, err := tenantOf(ctx, *tenant, g, env)
-		if err != nil {
-			return err
-		}
 		resp, err := a.platform.ListAPIKeys(ctx, connect.NewRequest(&platformv1.ListAPIKeysRequest{TenantId: tid}))
 		if err != nil {
 			return explainAdmin(err)
@@ -168,10 +189,6 @@ func apiKeys(ctx context.Context, g globals, args []string, env Env) error {
 			return []any{k.Id, k.Prefix, k.Description, strings.Join(k.Scopes, ","), ts(k.CreatedAt), ts(k.ExpiresAt), ts(k.RevokedAt)}
 		})
 	case "create":
-		tid, err := tenantOf(ctx, *tenant, g, env)
-		if err != nil {
-			return err
-		}
 		req := &platformv1.CreateAPIKeyRequest{TenantId: tid, Scopes: splitList(*scopes), Description: *description}
 		if *expires < 0 {
 			return errors.New("keys create: --expires must be positive (or 0 for never)")
@@ -188,15 +205,10 @@ func apiKeys(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Key.Prefix, tid, strings.Join(resp.Msg.Key.Scopes, ","))
 		return nil
 	case "revoke":
-		id, err := oneArg(pos, "keys revoke", "key ID (orbitctl keys list shows them)")
-		if err != nil {
+		return removeByID(ctx, pos, "keys revoke", "key ID (orbitctl keys list shows them)", func(ctx context.Context, id string) error {
+			_, err := a.platform.RevokeAPIKey(ctx, connect.NewRequest(&platformv1.RevokeAPIKeyRequest{Id: id}))
 			return err
-		}
-		if _, err := a.platform.RevokeAPIKey(ctx, connect.NewRequest(&platformv1.RevokeAPIKeyRequest{Id: id})); err != nil {
-			return explainAdmin(err)
-		}
-		fmt.Fprintf(env.Stdout, "revoked API key %s; gateways refuse it within moments, in every region\n", id)
-		return nil
+		}, "revoked API key %s; gateways refuse it within moments, in every region", env)
 	}
 	return fmt.Errorf("keys: unknown subcommand %q", args[0])
 }
@@ -210,20 +222,16 @@ func deployKeys(ctx context.Context, g globals, args []string, env Env) error {
 	tenant := fs.String("tenant", "", "tenant ID (default: the API key's tenant)")
 	labels := fs.String("labels", "", "labels every satellite enrolled with the key gets: k=v,k=v")
 	description := fs.String("description", "", "which sites the key is for")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, a, err := adminFlags(fs, args[1:], g, env)
 	if err != nil {
 		return err
 	}
-	a, err := newAdminClients(g, env)
+	tid, err := keyTenant(ctx, args[0], *tenant, g, env)
 	if err != nil {
 		return err
 	}
 	switch args[0] {
 	case "list", "ls":
-		tid, err := tenantOf(ctx, *tenant, g, env)
-		if err != nil {
-			return err
-		}
 		resp, err := a.platform.ListDeployKeys(ctx, connect.NewRequest(&platformv1.ListDeployKeysRequest{TenantId: tid}))
 		if err != nil {
 			return explainAdmin(err)
@@ -233,10 +241,6 @@ func deployKeys(ctx context.Context, g globals, args []string, env Env) error {
 			return []any{k.Id, k.Prefix, k.Description, labelString(k.Labels), ts(k.CreatedAt), ts(k.RevokedAt)}
 		})
 	case "create":
-		tid, err := tenantOf(ctx, *tenant, g, env)
-		if err != nil {
-			return err
-		}
 		l, err := parseLabels(*labels)
 		if err != nil {
 			return err
@@ -251,15 +255,10 @@ func deployKeys(ctx context.Context, g globals, args []string, env Env) error {
 			resp.Msg.Key.Prefix, tid, resp.Msg.Secret)
 		return nil
 	case "revoke":
-		id, err := oneArg(pos, "deploy-keys revoke", "key ID (orbitctl deploy-keys list shows them)")
-		if err != nil {
+		return removeByID(ctx, pos, "deploy-keys revoke", "key ID (orbitctl deploy-keys list shows them)", func(ctx context.Context, id string) error {
+			_, err := a.platform.RevokeDeployKey(ctx, connect.NewRequest(&platformv1.RevokeDeployKeyRequest{Id: id}))
 			return err
-		}
-		if _, err := a.platform.RevokeDeployKey(ctx, connect.NewRequest(&platformv1.RevokeDeployKeyRequest{Id: id})); err != nil {
-			return explainAdmin(err)
-		}
-		fmt.Fprintf(env.Stdout, "revoked deploy key %s; satellites can no longer enrol with it (enrolled ones keep their identity)\n", id)
-		return nil
+		}, "revoked deploy key %s; satellites can no longer enrol with it (enrolled ones keep their identity)", env)
 	}
 	return fmt.Errorf("deploy-keys: unknown subcommand %q", args[0])
 }

@@ -21,17 +21,7 @@ import (
 // revoked and refused, a deploy key is made, regions list with the key and
 // their status with the admin token; a wrong token says which flag to fix.
 func TestOrbitctlAdmin(t *testing.T) {
-	cfg := dev.Config{DataDir: t.TempDir(), ReadyTimeout: 60 * time.Second}
-	st, err := dev.Start(context.Background(), cfg, dev.Components(1, dev.RegionNames(1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := st.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
-	info := st.Info()
+	info := startDev(t, 1)
 	ctl := func(env map[string]string, args ...string) (string, string, error) {
 		var out, errOut bytes.Buffer
 		no := false

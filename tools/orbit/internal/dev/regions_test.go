@@ -28,19 +28,27 @@ import (
 // TestTwoRegions: `orbit dev --regions 2` runs a hub and two spokes, each
 // with its own NATS, etcd and services; the dev tenant, made once through
 // the hub's platform API, reaches both; the same API key lists and queries
-// each region's own satellite through that region's gateway.
-func TestTwoRegions(t *testing.T) {
-	cfg := dev.Config{DataDir: t.TempDir(), ReadyTimeout: 60 * time.Second, Regions: 2}
-	st, err := dev.Start(context.Background(), cfg, dev.Components(2, dev.RegionNames(2)))
+
+// startDev runs the whole system (regions of it) in this process until the
+// test ends.
+func startDev(t *testing.T, regions int) dev.Info {
+	t.Helper()
+	cfg := dev.Config{DataDir: t.TempDir(), ReadyTimeout: 60 * time.Second, Regions: regions}
+	st, err := dev.Start(context.Background(), cfg, dev.Components(regions, dev.RegionNames(regions)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := st.Stop(); err != nil {
 			t.Error(err)
 		}
-	}()
-	info := st.Info()
+	})
+	return st.Info()
+}
+
+// each region's own satellite through that region's gateway.
+func TestTwoRegions(t *testing.T) {
+	info := startDev(t, 2)
 	if len(info.Regions) != 2 || info.Regions[0].EtcdEndpoints[0] == info.Regions[1].EtcdEndpoints[0] ||
 		info.Regions[0].NATSURL == info.Regions[1].NATSURL || info.Regions[0].NATSURL == info.NATSURL {
 		t.Fatalf("regions %+v (hub NATS %s): want two regions, each with its own NATS and etcd", info.Regions, info.NATSURL)
