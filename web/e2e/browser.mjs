@@ -45,6 +45,20 @@ async function step(name, fn) {
 function expect(cond, msg) {
   if (!cond) throw new Error(msg);
 }
+// queryState waits for the query workbench's state to read want; on a
+// timeout it says what the page showed instead (state, rows, any alert).
+async function queryState(want, p = page, timeout = 20_000) {
+  try {
+    await p.waitForFunction((w) => document.querySelector('[data-testid="state"]')?.textContent === w, want, { timeout });
+  } catch (err) {
+    const seen = await p.evaluate(() => ({
+      state: document.querySelector('[data-testid="state"]')?.textContent,
+      rows: document.querySelector('[data-testid="rows"]')?.textContent,
+      alerts: [...document.querySelectorAll('[role="alert"]')].map((e) => e.textContent),
+    })).catch((e) => ({ evaluate: String(e) }));
+    throw new Error(`query state never read "${want}" within ${timeout} ms; the page shows ${JSON.stringify(seen)}; console errors: ${JSON.stringify(consoleErrors)}`, { cause: err });
+  }
+}
 
 try {
   await step("sign-in refuses a bad key and says so", async () => {
@@ -89,7 +103,7 @@ try {
     await page.getByRole("complementary", { name: "Tables and columns" }).getByRole("button", { name: "spans", exact: true }).waitFor();
     await page.getByLabel("SQL").fill("SELECT service, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1");
     await page.getByLabel("SQL").press("Control+Enter");
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
+    await queryState("done");
     const rows = Number(await page.getByTestId("results").getAttribute("data-rows"));
     expect(rows >= 1, `rows ${rows}`);
     const header = await page.locator(".rhead").innerText();
@@ -113,7 +127,7 @@ try {
   await step("a bad query says what is wrong", async () => {
     await page.getByLabel("SQL").fill("DELETE FROM spans");
     await page.getByRole("button", { name: "Run" }).click();
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "failed");
+    await queryState("failed");
     const alert = await page.getByRole("alert").innerText();
     expect(/READ_ONLY|read-only|read only/i.test(alert), `alert: ${alert}`);
   });
@@ -123,7 +137,7 @@ try {
     await page.getByRole("textbox", { name: "Label selector" }).fill("env=demo");
     await page.getByLabel("SQL").fill("SELECT count(*) AS spans FROM spans");
     await page.getByRole("button", { name: "Run" }).click();
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
+    await queryState("done");
     const per = await page.getByTestId("per-satellite").locator("tbody tr").allInnerTexts();
     expect(per.length === 3 && per.every((r) => r.includes("OK")), `per-satellite ${per}`);
     expect((await page.getByTestId("answered").innerText()).startsWith("3 of 3"), await page.getByTestId("answered").innerText());
@@ -144,14 +158,19 @@ try {
     await page.getByLabel("Satellite", { exact: true }).fill("demo-2");
     await page.getByLabel("SQL").fill("SELECT a.i, b.i AS j FROM range(100000) a(i), range(100000) b(i)");
     await page.getByRole("button", { name: "Run" }).click();
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid="rows"]')?.textContent?.replaceAll(",", "")) > 0, null, { timeout: 30_000 });
+    // Rows are arriving (the count of this run, not the last one's).
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="state"]')?.textContent === "running…" && Number(document.querySelector('[data-testid="rows"]')?.textContent?.replaceAll(",", "")) > 0,
+      null,
+      { timeout: 30_000 },
+    );
     await page.getByRole("button", { name: "Cancel" }).click();
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "canceled");
+    await queryState("canceled");
     await page.getByTestId("canceled").waitFor();
     // The next query runs at once.
     await page.getByLabel("SQL").fill("SELECT 42 AS answer");
     await page.getByLabel("SQL").press("Control+Enter");
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
+    await queryState("done");
     const cell = await page.locator('.results [role="row"][aria-rowindex="2"] [role="cell"]').first().innerText();
     expect(cell === "42", `cell ${cell}`);
   });
@@ -267,7 +286,7 @@ try {
     await page.getByLabel("Direct mode").check();
     await page.getByLabel("SQL").fill("SELECT 7 AS seven");
     await page.getByRole("button", { name: "Run" }).click();
-    await page.waitForFunction(() => document.querySelector('[data-testid="state"]')?.textContent === "done");
+    await queryState("done");
     const note = await page.getByTestId("fallback").innerText();
     expect(/Direct mode unavailable/.test(note), `fallback note: ${note}`);
     expect((await page.locator(".progress .badge").first().innerText()) === "passthrough", "mode badge");

@@ -54,7 +54,8 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
   const [schema, setSchema] = useState<{ tables: Table[]; error: string }>({ tables: [], error: "" });
   const [run, setRun] = useState<Run | null>(null);
   const [, setTick] = useState(0);
-  const abort = useRef<AbortController | null>(null);
+  // The running query's abort controller and its run, for Cancel.
+  const abort = useRef<{ ac: AbortController; run: Run } | null>(null);
   const editor = useRef<HTMLTextAreaElement>(null);
   const seq = useRef(0);
   const running = !!run && run.finishedAt === undefined;
@@ -130,11 +131,14 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
       return;
     }
     const ac = new AbortController();
-    abort.current = ac;
+    abort.current = { ac, run: r };
     setRun(r);
     const consume = async (stream: AsyncIterable<ExecuteQueryResponse>) => {
       let got = false;
       for await (const m of stream) {
+        // Cancel ends the run at once, even if messages already received
+        // are still queued in the transport.
+        if (ac.signal.aborted) throw ac.signal.reason;
         got = true;
         if (m.schema && r.columns.length === 0) r.columns = m.schema.columns;
         if (m.batch) r.totalRows += appendBatch(r.rows, m.satelliteId, m.batch);
@@ -169,14 +173,23 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
       if (ac.signal.aborted || isCanceled(err)) r.canceled = true;
       else r.error = explain(err);
     } finally {
-      r.finishedAt = performance.now();
-      abort.current = null;
-      setRun({ ...r });
+      r.finishedAt ??= performance.now();
+      if (abort.current?.ac === ac) abort.current = null;
+      if (seq.current === r.seq) setRun({ ...r }); // unless a newer run took the page after a cancel
     }
   }
 
+  // cancel aborts the request (the gateway then cancels the satellite's
+  // statement) and shows the run as canceled right away rather than when the
+  // transport gets round to ending the stream.
   function cancel() {
-    abort.current?.abort();
+    const cur = abort.current;
+    if (!cur) return;
+    abort.current = null;
+    cur.ac.abort();
+    cur.run.canceled = true;
+    cur.run.finishedAt = performance.now();
+    setRun({ ...cur.run });
   }
 
   function onKey(e: KeyboardEvent) {
@@ -265,7 +278,7 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
       {run?.fallback && <p className="warn" role="status" data-testid="fallback">{run.fallback}</p>}
       {run?.error && <p role="alert" className="error">{run.error}</p>}
       {singleError && <p role="alert" className="error">{errorText(singleError)}</p>}
-      {run?.canceled && <p className="muted" data-testid="canceled">Canceled after {run.totalRows.toLocaleString()} rows; the satellite stopped its statement.</p>}
+      {run?.canceled && <p className="muted" data-testid="canceled">Canceled after {run.totalRows.toLocaleString()} rows shown; the request is closed, which stops the satellite's statement.</p>}
       {run && run.totalRows > MaxRowsKept && <p className="warn">Showing the first {MaxRowsKept.toLocaleString()} of {run.totalRows.toLocaleString()} rows; use orbitctl or a LIMIT for the rest.</p>}
       {run && run.fanout && run.perSat.size > 0 && (
         <table className="grid compact" data-testid="per-satellite">
