@@ -50,7 +50,11 @@ type queryAPI struct {
 // wait for the broker's own end of stream, which the goroutine reading the
 // upstream takes in afterwards (at most UpstreamDrainTimeout). A client that
 // leaves earlier cancels the upstream call at once.
-func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+//
+// The result messages pass through undecoded (rawResponse); the handler is
+// mounted at ExecuteQuery's path by New, ahead of the generated service
+// handler.
+func (q *queryAPI) executeQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[rawResponse]) error {
 	p := principalFrom(ctx)
 	done, err := q.s.startQuery(p.tenant)
 	if err != nil {
@@ -59,7 +63,7 @@ func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv
 	defer done()
 	upCtx, cancelUp := context.WithCancel(context.WithoutCancel(ctx))
 	stopFollowing := context.AfterFunc(ctx, cancelUp)
-	up, err := q.s.broker.ExecuteQuery(upCtx, connect.NewRequest(req.Msg))
+	up, err := q.s.rawExecute.CallServerStream(upCtx, connect.NewRequest(req.Msg))
 	if err != nil {
 		stopFollowing()
 		cancelUp()
@@ -73,7 +77,13 @@ func (q *queryAPI) ExecuteQuery(ctx context.Context, req *connect.Request[queryv
 		cancelUp()
 		drain.Stop()
 	}
-	last := func(m *queryv1.ExecuteQueryResponse) bool { return m.Summary != nil }
+	last := func(m *rawResponse) (bool, error) {
+		ok, err := m.isSummary()
+		if err != nil {
+			return false, connect.NewError(connect.CodeInternal, fmt.Errorf("a result message from the broker is malformed: %w", err))
+		}
+		return ok, nil
+	}
 	ended, err := relay(ctx, up, stream, last, release)
 	if ended && stopFollowing() {
 		// The upstream's end is still to come; bound the wait for it.
@@ -89,9 +99,10 @@ const UpstreamDrainTimeout = 10 * time.Second
 // relay copies a server stream. Messages that arrived together leave
 // together: a burst is sent corked and flushed once, when no further message
 // is ready. If last reports a message as the stream's last, relay returns
-// (true, nil) once it is sent. release is called when the upstream is done
-// with: by the goroutine reading it, after its end (or an error).
-func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], down *connect.ServerStream[T], last func(*T) bool, release func()) (bool, error) {
+// (true, nil) once it is sent; an error from last ends the relay with it.
+// release is called when the upstream is done with: by the goroutine
+// reading it, after its end (or an error).
+func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], down *connect.ServerStream[T], last func(*T) (bool, error), release func()) (bool, error) {
 	msgs := make(chan *T, 16)
 	var upErr error
 	go func() {
@@ -106,10 +117,25 @@ func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], dow
 		}
 		upErr = up.Err()
 	}()
+	isLast := func(m *T) (bool, error) {
+		if last == nil {
+			return false, nil
+		}
+		return last(m)
+	}
+	send := func(m *T) error {
+		err := down.Send(m)
+		if r, ok := any(m).(interface{ release() }); ok {
+			r.release() // sent: its buffer may be reused
+		}
+		return err
+	}
 	for m := range msgs {
 		uncork := connectserver.Cork(ctx)
-		ended := last != nil && last(m)
-		err := down.Send(m)
+		ended, err := isLast(m)
+		if err == nil {
+			err = send(m)
+		}
 	burst:
 		for err == nil && !ended {
 			select {
@@ -117,8 +143,9 @@ func relay[T any](ctx context.Context, up *connect.ServerStreamForClient[T], dow
 				if !ok {
 					break burst
 				}
-				ended = last != nil && last(next)
-				err = down.Send(next)
+				if ended, err = isLast(next); err == nil {
+					err = send(next)
+				}
 			default:
 				break burst
 			}

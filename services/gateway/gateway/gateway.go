@@ -37,6 +37,7 @@ import (
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/logbroker/v1/logbrokerv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/platform/v1/platformv1connect"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/registry/v1/registryv1connect"
 )
@@ -126,12 +127,14 @@ type Deps struct {
 
 // Service is a gateway.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	srv      *connectserver.Server
-	ctxs     *contextstore.Store
-	broker   queryv1connect.QueryServiceClient
-	registry registryv1connect.RegistryServiceClient
+	cfg    Config
+	log    *slog.Logger
+	srv    *connectserver.Server
+	ctxs   *contextstore.Store
+	broker queryv1connect.QueryServiceClient
+	// rawExecute is the broker's ExecuteQuery, its answers undecoded.
+	rawExecute *connect.Client[queryv1.ExecuteQueryRequest, rawResponse]
+	registry   registryv1connect.RegistryServiceClient
 	// logbroker is nil when the gateway serves no logs API.
 	logbroker logbrokerv1connect.LogBrokerServiceClient
 	// platform and ctxpub are set on the hub's gateway (admin APIs).
@@ -169,10 +172,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, log: deps.Logger, srv: srv, etcd: deps.Etcd,
-		ctxs:     contextstore.New(deps.Etcd, cfg.Cache, deps.Logger),
-		broker:   queryv1connect.NewQueryServiceClient(hc, cfg.BrokerURL, opts...),
-		registry: registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
-		limiters: map[string]*rate.Limiter{}, running: map[string]int{},
+		ctxs:       contextstore.New(deps.Etcd, cfg.Cache, deps.Logger),
+		broker:     queryv1connect.NewQueryServiceClient(hc, cfg.BrokerURL, opts...),
+		rawExecute: rawExecuteQueryClient(hc, cfg.BrokerURL, opts),
+		registry:   registryv1connect.NewRegistryServiceClient(hc, cfg.RegistryURL, opts...),
+		limiters:   map[string]*rate.Limiter{}, running: map[string]int{},
 	}
 	if cfg.LogBrokerURL != "" {
 		s.logbroker = logbrokerv1connect.NewLogBrokerServiceClient(hc, cfg.LogBrokerURL, opts...)
@@ -193,7 +197,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	reg.MustRegister(s.ctxs.Collectors()...)
 
 	hopts := append(srv.HandlerOptions(), connect.WithInterceptors(&auth{s: s}))
-	srv.Handle(queryv1connect.NewQueryServiceHandler(&queryAPI{s: s}, hopts...))
+	q := &queryAPI{s: s}
+	srv.Handle(queryv1connect.NewQueryServiceHandler(q, hopts...))
+	// ExecuteQuery's results pass through undecoded (rawquery.go); this
+	// exact path takes precedence over the service's prefix.
+	eqOpts := append(append([]connect.HandlerOption(nil), hopts...), connect.WithSchema(executeQueryMethod))
+	for _, c := range rawCodecs() {
+		eqOpts = append(eqOpts, c)
+	}
+	srv.Handle(queryv1connect.QueryServiceExecuteQueryProcedure, connect.NewServerStreamHandler(queryv1connect.QueryServiceExecuteQueryProcedure, q.executeQuery, eqOpts...))
 	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
 	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))
 	srv.Handle(logbrokerv1connect.NewLogBrokerServiceHandler(&logsAPI{s: s}, hopts...))
