@@ -266,7 +266,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.CertDNSURL != "" {
 		s.certdns = certdnsv1connect.NewCertDNSServiceClient(hc, cfg.CertDNSURL, opts...)
 	}
-	srv.Handle(withPeerCertificates(connectorv1connect.NewLinkServiceHandler(&linkHandler{s: s}, srv.HandlerOptions()...)))
+	lh := &linkHandler{s: s}
+	srv.Handle(withPeerCertificates(connectorv1connect.NewLinkServiceHandler(lh, srv.HandlerOptions()...)))
+	// Connect itself, at its exact path (ahead of the service's prefix),
+	// with the codec that leaves result frames encoded (rawup.go).
+	srv.Handle(withPeerCertificates(linkConnectProcedure, connect.NewBidiStreamHandler(linkConnectProcedure, lh.connect, linkHandlerOptions(srv.HandlerOptions())...)))
 	return s, nil
 }
 

@@ -35,7 +35,7 @@ type link struct {
 	tenant         string
 	generation     uint64
 	heartbeatEvery time.Duration
-	stream         *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
+	stream         *connect.BidiStream[upFrame, connectorv1.ConnectResponse]
 	cancel         context.CancelFunc
 	last           atomic.Int64 // unix nanos of the last frame received
 
@@ -93,7 +93,10 @@ func (l *link) close(reason, message string) {
 
 // Connect serves one satellite link: Register first, then heartbeats and
 // result frames up, queries/credits/cancels down.
-func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]) error {
+//
+// It is mounted at Connect's path with upCodec (rawup.go): result frames pass
+// through to NATS undecoded.
+func (h *linkHandler) connect(ctx context.Context, stream *connect.BidiStream[upFrame, connectorv1.ConnectResponse]) error {
 	s := h.s
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -103,7 +106,7 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 	// blocked Receive, and waits for the goroutine, so no Receive is still
 	// running when the stream is finished (otelconnect's stream state is
 	// not safe for that).
-	frames := make(chan *connectorv1.ConnectRequest)
+	frames := make(chan *upFrame)
 	recvErr := make(chan error, 1)
 	recvDone := make(chan struct{})
 	defer func() {
@@ -134,9 +137,9 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 		}
 	}()
 
-	var first *connectorv1.ConnectRequest
+	var firstUp *upFrame
 	select {
-	case first = <-frames:
+	case firstUp = <-frames:
 	case err := <-recvErr:
 		return err
 	case <-time.After(s.cfg.RegisterTimeout):
@@ -144,6 +147,7 @@ func (h *linkHandler) Connect(ctx context.Context, stream *connect.BidiStream[co
 	case <-ctx.Done():
 		return nil
 	}
+	first := firstUp.msg
 	reg := first.GetRegister()
 	if reg == nil {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("the first frame must be Register"))
@@ -274,8 +278,12 @@ func errString(err error) string {
 }
 
 // onUp handles a frame from the satellite.
-func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
-	switch f := m.Frame.(type) {
+func (l *link) onUp(ctx context.Context, u *upFrame) {
+	if u.results != nil {
+		l.relayRaw(ctx, u)
+		return
+	}
+	switch f := u.msg.Frame.(type) {
 	case *connectorv1.ConnectRequest_Heartbeat:
 		hb := f.Heartbeat
 		st := hb.GetStore()
@@ -286,8 +294,6 @@ func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
 		})
 	case *connectorv1.ConnectRequest_Result:
 		l.relay(ctx, &queryv1.ResultFrames{Frames: []*queryv1.ResultFrame{f.Result}})
-	case *connectorv1.ConnectRequest_Results:
-		l.relay(ctx, f.Results)
 	case *connectorv1.ConnectRequest_Register:
 		l.close("protocol", "Register is only valid as the first frame")
 	case *connectorv1.ConnectRequest_Renew:
@@ -297,22 +303,45 @@ func (l *link) onUp(ctx context.Context, m *connectorv1.ConnectRequest) {
 	}
 }
 
-// relay publishes result frames (all of one query) to its reply subject.
+// relay publishes a decoded single `result` frame (the link's older form;
+// satellites send `results`, which relayRaw handles).
 func (l *link) relay(ctx context.Context, rs *queryv1.ResultFrames) {
-	if len(rs.Frames) == 0 {
+	b, err := proto.Marshal(rs)
+	if err != nil {
+		l.s.log.ErrorContext(ctx, "result frames do not encode", "error", err)
 		return
 	}
-	qid := rs.Frames[0].QueryId
+	frames := make([]frameMeta, len(rs.Frames))
+	for i, f := range rs.Frames {
+		frames[i] = frameMeta{queryID: f.QueryId, seq: f.Seq, last: f.GetEnd() != nil || f.GetError() != nil}
+	}
+	l.route(ctx, frames, b)
+}
+
+// relayRaw publishes result frames as the satellite encoded them, then
+// recycles their buffer.
+func (l *link) relayRaw(ctx context.Context, u *upFrame) {
+	defer u.release()
+	l.route(ctx, u.frames, u.results)
+}
+
+// route publishes encoded ResultFrames (all of one query) to the query's
+// reply subject, and forgets the query once its last frame went by.
+func (l *link) route(ctx context.Context, frames []frameMeta, payload []byte) {
+	if len(frames) == 0 {
+		return
+	}
+	qid := frames[0].queryID
 	l.mu.Lock()
 	q, ok := l.queries[qid]
 	if ok {
-		for _, r := range rs.Frames {
-			if r.QueryId != qid {
+		for _, f := range frames {
+			if f.queryID != qid {
 				ok = false
 				break
 			}
-			q.lastSeq = r.Seq
-			if r.GetEnd() != nil || r.GetError() != nil {
+			q.lastSeq = f.seq
+			if f.last {
 				delete(l.queries, qid)
 			}
 		}
@@ -320,10 +349,10 @@ func (l *link) relay(ctx context.Context, rs *queryv1.ResultFrames) {
 	l.mu.Unlock()
 	if !ok {
 		l.s.m.unknown.Inc()
-		l.s.log.WarnContext(ctx, "result frames for a query not running on this link", "query_id", qid, "frames", len(rs.Frames))
+		l.s.log.WarnContext(ctx, "result frames for a query not running on this link", "query_id", qid, "frames", len(frames))
 		return
 	}
-	l.publish(rs, q.reply)
+	l.publishEncoded(payload, len(frames), qid, frames[0].seq, q.reply)
 }
 
 func (l *link) publishResult(r *queryv1.ResultFrame, reply string) {
@@ -332,14 +361,19 @@ func (l *link) publishResult(r *queryv1.ResultFrame, reply string) {
 
 func (l *link) publish(rs *queryv1.ResultFrames, reply string) {
 	b, err := proto.Marshal(rs)
-	if err == nil {
-		err = l.s.nc.Publish(reply, b)
-	}
 	if err != nil {
-		l.s.log.Error("result publish failed", "error", err, "query_id", rs.Frames[0].QueryId, "seq", rs.Frames[0].Seq)
+		l.s.log.Error("result frames do not encode", "error", err, "query_id", rs.Frames[0].QueryId)
 		return
 	}
-	l.s.m.frames.WithLabelValues("up").Add(float64(len(rs.Frames)))
+	l.publishEncoded(b, len(rs.Frames), rs.Frames[0].QueryId, rs.Frames[0].Seq, reply)
+}
+
+func (l *link) publishEncoded(payload []byte, frames int, queryID string, seq uint64, reply string) {
+	if err := l.s.nc.Publish(reply, payload); err != nil {
+		l.s.log.Error("result publish failed", "error", err, "query_id", queryID, "seq", seq)
+		return
+	}
+	l.s.m.frames.WithLabelValues("up").Add(float64(frames))
 }
 
 // validReply accepts reply.<query-id> or reply.<broker>.<query-id>.
