@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	contextv1 "github.com/orbitplane/orbit/proto/orbit/context/v1"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	contextv1 "github.com/orbitplane/orbit/proto/orbit/context/v1"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 )
 
