@@ -89,25 +89,34 @@ func rawCodecs() []connect.Option {
 func (c rawCodec) Name() string   { return c.name }
 func (c rawCodec) IsBinary() bool { return c.binary }
 
+// Marshal returns a new slice: connect keeps what Marshal returns (it puts
+// it into its buffer pool), so a raw message's own buffer must never leave
+// by this way. Connect sends through MarshalAppend, below.
 func (c rawCodec) Marshal(v any) ([]byte, error) {
+	return c.MarshalAppend(nil, v)
+}
+
+// MarshalAppend appends the message to dst, a buffer from connect's pool: a
+// raw message is copied in as it came.
+func (c rawCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
 	if r, ok := v.(*rawResponse); ok {
 		if c.binary {
-			return r.b, nil
+			return append(dst, r.b...), nil
 		}
 		var m queryv1.ExecuteQueryResponse
 		if err := proto.Unmarshal(r.b, &m); err != nil {
 			return nil, fmt.Errorf("gateway: a result message from the broker does not decode: %w", err)
 		}
-		return protojson.Marshal(&m)
+		return protojson.MarshalOptions{}.MarshalAppend(dst, &m)
 	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("gateway: %T is not a protobuf message", v)
 	}
 	if c.binary {
-		return proto.Marshal(m)
+		return proto.MarshalOptions{}.MarshalAppend(dst, m)
 	}
-	return protojson.Marshal(m)
+	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
 }
 
 func (c rawCodec) Unmarshal(data []byte, v any) error {

@@ -27,13 +27,30 @@ func TestRawResponsePassesThroughAsEncoded(t *testing.T) {
 			t.Fatal(err)
 		}
 		wire[0] ^= 0xff // connect reuses the buffer it read into
-		out, err := c.Marshal(&r)
+		out, err := c.MarshalAppend([]byte("env"), &r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		wire[0] ^= 0xff
-		if !bytes.Equal(out, wire) {
-			t.Fatalf("forwarded %x, want the broker's bytes %x", out, wire)
+		if !bytes.Equal(out, append([]byte("env"), wire...)) {
+			t.Fatalf("forwarded %x, want the broker's bytes %x after what connect's buffer held", out, wire)
+		}
+		// What Marshal returns belongs to connect (it pools it): never the
+		// message's own buffer, which goes back to rawBufs once sent.
+		m, err := c.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.release()
+		var next rawResponse
+		if err := c.Unmarshal(bytes.Repeat([]byte{0}, len(wire)), &next); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m, wire) {
+			t.Fatal("a recycled buffer overwrote bytes handed to connect")
+		}
+		if err := c.Unmarshal(wire, &r); err != nil {
+			t.Fatal(err)
 		}
 		if got, err := r.isSummary(); err != nil || got != tc.summary {
 			t.Fatalf("isSummary = %v, %v; want %v", got, err, tc.summary)
@@ -74,6 +91,7 @@ func BenchmarkForwardBatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("decode-encode", func(b *testing.B) {
+		var dst []byte
 		b.SetBytes(int64(len(wire)))
 		b.ReportAllocs()
 		for b.Loop() {
@@ -84,13 +102,14 @@ func BenchmarkForwardBatch(b *testing.B) {
 			if m.Summary != nil {
 				b.Fatal("summary")
 			}
-			if _, err := proto.Marshal(&m); err != nil {
+			if dst, err = (proto.MarshalOptions{}).MarshalAppend(dst[:0], &m); err != nil { // connect's pooled buffer
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("raw", func(b *testing.B) {
 		c := rawCodec{name: "proto", binary: true}
+		var dst []byte
 		b.SetBytes(int64(len(wire)))
 		b.ReportAllocs()
 		for b.Loop() {
@@ -101,7 +120,7 @@ func BenchmarkForwardBatch(b *testing.B) {
 			if last, err := r.isSummary(); err != nil || last {
 				b.Fatal("summary", err)
 			}
-			if _, err := c.Marshal(&r); err != nil {
+			if dst, err = c.MarshalAppend(dst[:0], &r); err != nil { // connect's pooled buffer
 				b.Fatal(err)
 			}
 			r.release() // as relay does once the message is sent
