@@ -102,6 +102,9 @@ export function explain(err: unknown, credential: "API key" | "admin token" = "A
     case Code.PermissionDenied:
       return `This key may not do that (${e.rawMessage}). Ask an admin for a key with the needed scope.`;
     case Code.ResourceExhausted:
+      // Both rate limits and result-size limits answer resource_exhausted;
+      // only the message tells them apart.
+      if (/limit of \d|exceeds|too large|add a LIMIT/i.test(e.rawMessage)) return `The result is over a limit: ${e.rawMessage}.`;
       return `Too many requests or queries at once (${e.rawMessage}). Wait a moment and try again.`;
     case Code.Unavailable:
       return `The service is unreachable (${e.rawMessage}). Check that the gateway is running; retrying may help.`;

@@ -135,10 +135,18 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
     setRun(r);
     const consume = async (stream: AsyncIterable<ExecuteQueryResponse>) => {
       let got = false;
+      let since = performance.now();
       for await (const m of stream) {
         // Cancel ends the run at once, even if messages already received
         // are still queued in the transport.
         if (ac.signal.aborted) throw ac.signal.reason;
+        // A long result arrives faster than it decodes: give the page a turn
+        // every 50 ms, or clicks (Cancel) wait until the stream has ended.
+        if (performance.now() - since > 50) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          since = performance.now();
+          if (ac.signal.aborted) throw ac.signal.reason;
+        }
         got = true;
         if (m.schema && r.columns.length === 0) r.columns = m.schema.columns;
         if (m.batch) r.totalRows += appendBatch(r.rows, m.satelliteId, m.batch);
