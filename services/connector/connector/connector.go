@@ -270,7 +270,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	srv.Handle(withPeerCertificates(connectorv1connect.NewLinkServiceHandler(lh, srv.HandlerOptions()...)))
 	// Connect itself, at its exact path (ahead of the service's prefix),
 	// with the codec that leaves result frames encoded (rawup.go).
-	srv.Handle(withPeerCertificates(linkConnectProcedure, connect.NewBidiStreamHandler(linkConnectProcedure, lh.connect, linkHandlerOptions(srv.HandlerOptions())...)))
+	srv.Handle(withPeerCertificates(connectorv1connect.LinkServiceConnectProcedure, connect.NewBidiStreamHandler(connectorv1connect.LinkServiceConnectProcedure, lh.connect, linkHandlerOptions(srv.HandlerOptions())...)))
 	return s, nil
 }
 

@@ -3,14 +3,13 @@ package connector
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orbitplane/orbit/libs/bufpool"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
-	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 )
 
 // upFrame is one frame from a satellite. Result frames — almost all of a
@@ -40,22 +39,17 @@ var (
 )
 
 const (
-	framesField      protowire.Number = 1 // ResultFrames.frames
-	frameQueryID     protowire.Number = 1 // ResultFrame.query_id
-	frameSeq         protowire.Number = 2 // ResultFrame.seq
-	frameEnd         protowire.Number = 5 // ResultFrame.end
-	frameError       protowire.Number = 6 // ResultFrame.error
-	maxPooledResults                  = 1 << 20
+	framesField  protowire.Number = 1 // ResultFrames.frames
+	frameQueryID protowire.Number = 1 // ResultFrame.query_id
+	frameSeq     protowire.Number = 2 // ResultFrame.seq
+	frameEnd     protowire.Number = 5 // ResultFrame.end
+	frameError   protowire.Number = 6 // ResultFrame.error
 )
 
-// upBufs recycles result buffers once published (NATS copies the payload).
-var upBufs sync.Pool
-
+// release gives the frame's results buffer back to libs/bufpool once
+// published (nats.go copies the payload in Publish).
 func (u *upFrame) release() {
-	if u.results != nil && cap(u.results) <= maxPooledResults {
-		b := u.results[:0]
-		upBufs.Put(&b)
-	}
+	bufpool.Put(u.results)
 	u.results, u.frames = nil, nil
 }
 
@@ -122,12 +116,7 @@ func (upCodec) Unmarshal(data []byte, v any) error {
 		return err
 	}
 	u.frames = frames
-	if u.results == nil {
-		if p, ok := upBufs.Get().(*[]byte); ok {
-			u.results = *p
-		}
-	}
-	u.results = append(u.results[:0], results...) // connect reuses data's buffer
+	u.results = bufpool.Copy(results) // connect reuses data's buffer
 	return nil
 }
 
@@ -195,5 +184,3 @@ func linkHandlerOptions(opts []connect.HandlerOption) []connect.HandlerOption {
 	method := connectorv1.File_orbit_connector_v1_link_proto.Services().ByName("LinkService").Methods().ByName("Connect")
 	return append(append([]connect.HandlerOption(nil), opts...), connect.WithSchema(method), connect.WithCodec(upCodec{}))
 }
-
-var linkConnectProcedure = connectorv1connect.LinkServiceConnectProcedure

@@ -201,10 +201,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	srv.Handle(queryv1connect.NewQueryServiceHandler(q, hopts...))
 	// ExecuteQuery's results pass through undecoded (rawquery.go); this
 	// exact path takes precedence over the service's prefix.
-	eqOpts := append(append([]connect.HandlerOption(nil), hopts...), connect.WithSchema(executeQueryMethod))
-	for _, c := range rawCodecs() {
-		eqOpts = append(eqOpts, c)
-	}
+	eqOpts := append(append(append([]connect.HandlerOption(nil), hopts...), connect.WithSchema(executeQueryMethod)), rawCodecs()...)
 	srv.Handle(queryv1connect.QueryServiceExecuteQueryProcedure, connect.NewServerStreamHandler(queryv1connect.QueryServiceExecuteQueryProcedure, q.executeQuery, eqOpts...))
 	srv.Handle(registryv1connect.NewRegistryServiceHandler(&registryAPI{s: s}, hopts...))
 	srv.Handle(gatewayv1connect.NewGatewayServiceHandler(&gatewayAPI{s: s}, hopts...))

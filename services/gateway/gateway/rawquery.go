@@ -3,13 +3,13 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orbitplane/orbit/libs/bufpool"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 )
@@ -21,20 +21,10 @@ import (
 // converted on the way out.
 type rawResponse struct{ b []byte }
 
-// rawBufs recycles the messages' buffers: a buffer goes back once its
-// message has been sent on (release), so a long result does not allocate
-// (and collect) a batch-sized buffer per message.
-var rawBufs sync.Pool
-
-// maxPooledBuf: larger buffers are left to the garbage collector.
-const maxPooledBuf = 1 << 20
-
-// release gives the message's buffer back; the message is empty after it.
+// release gives the message's buffer back to libs/bufpool once it has
+// been sent on; the message is empty after it.
 func (r *rawResponse) release() {
-	if r.b != nil && cap(r.b) <= maxPooledBuf {
-		b := r.b[:0]
-		rawBufs.Put(&b)
-	}
+	bufpool.Put(r.b)
 	r.b = nil
 }
 
@@ -78,8 +68,8 @@ type rawCodec struct {
 
 // rawCodecs replace connect's defaults ("proto", "json" and
 // "json; charset=utf-8") on the gateway's ExecuteQuery handler.
-func rawCodecs() []connect.Option {
-	return []connect.Option{
+func rawCodecs() []connect.HandlerOption {
+	return []connect.HandlerOption{
 		connect.WithCodec(rawCodec{name: "proto", binary: true}),
 		connect.WithCodec(rawCodec{name: "json"}),
 		connect.WithCodec(rawCodec{name: "json; charset=utf-8"}),
@@ -124,12 +114,7 @@ func (c rawCodec) Unmarshal(data []byte, v any) error {
 		if !c.binary {
 			return errors.New("gateway: the broker answered in JSON; internal calls use binary protobuf")
 		}
-		if r.b == nil {
-			if p, ok := rawBufs.Get().(*[]byte); ok {
-				r.b = *p
-			}
-		}
-		r.b = append(r.b[:0], data...) // connect reuses data's buffer
+		r.b = bufpool.Copy(data) // connect reuses data's buffer
 		return nil
 	}
 	m, ok := v.(proto.Message)

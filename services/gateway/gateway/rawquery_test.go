@@ -36,7 +36,7 @@ func TestRawResponsePassesThroughAsEncoded(t *testing.T) {
 			t.Fatalf("forwarded %x, want the broker's bytes %x after what connect's buffer held", out, wire)
 		}
 		// What Marshal returns belongs to connect (it pools it): never the
-		// message's own buffer, which goes back to rawBufs once sent.
+		// message's own buffer, which goes back to libs/bufpool once sent.
 		m, err := c.Marshal(&r)
 		if err != nil {
 			t.Fatal(err)
