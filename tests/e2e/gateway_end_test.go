@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -116,5 +117,47 @@ func TestAnswerEndsAtTheSummary(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the broker's call was not canceled when the client left")
+	}
+}
+
+// TestFinishedQueriesHoldNoMemory: a finished query leaves nothing behind in
+// the services. The gateway once re-armed its drain timer after the
+// upstream call had already ended, which kept every query's request
+// context alive for UpstreamDrainTimeout: ≈ 4.6 KB per query (≈ 90 MB of
+// live heap at 2,000 queries/s); with nothing held, 2,000 queries leave
+// ≈ 0.1 KB each (pools and caches warming up).
+func TestFinishedQueriesHoldNoMemory(t *testing.T) {
+	// Logs go to a file: in memory they would grow with every query.
+	s := newSystem(t, options{logFile: true, gatewayCfg: gatewayCfg()})
+	s.startSatellite(satOptions{name: "edge-1"})
+	q := s.query("tenant-a")
+	query := func() {
+		t.Helper()
+		st, err := q.ExecuteQuery(context.Background(), one("edge-1", "SELECT 1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := collect(st, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	for range 200 { // warm-up: connections, pools, caches
+		query()
+	}
+	before := heap()
+	const n = 2000
+	for range n {
+		query()
+	}
+	perQuery := (heap() - before) / n
+	t.Logf("live heap after %d queries: %+d bytes per query", n, perQuery)
+	if perQuery > 1024 {
+		t.Fatalf("every finished query left %d bytes of live heap behind (limit 1 KiB)", perQuery)
 	}
 }
