@@ -6,8 +6,10 @@ package obslog
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"log/slog"
+	"sync"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -57,20 +59,19 @@ func NewHandler(w io.Writer, opts Options) slog.Handler {
 	if level == nil {
 		level = slog.LevelInfo
 	}
-	inner := slog.NewJSONHandler(w, &slog.HandlerOptions{
-		Level: level,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.MessageKey {
-				a.Key = FieldMessage
-			}
-			return a
-		},
-	})
-	return &handler{inner: inner, service: opts.Service, region: opts.Region}
+	return &handler{out: &output{w: w}, level: level, service: opts.Service, region: opts.Region}
+}
+
+// output is a writer shared by a handler and the handlers derived from it;
+// each line is one Write.
+type output struct {
+	mu sync.Mutex
+	w  io.Writer
 }
 
 type handler struct {
-	inner   slog.Handler
+	out     *output
+	level   slog.Leveler
 	service string
 	region  string
 	prefix  string      // group prefix for attributes, "a.b."
@@ -78,50 +79,83 @@ type handler struct {
 	event   string
 }
 
-func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
 
+// Handle writes r as one line of the schema: time, level, message, the
+// schema's fields, then the caller's attributes under "attrs".
 func (h *handler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-	out.AddAttrs(slog.String(FieldSchema, SchemaVersion))
-	if h.service != "" {
-		out.AddAttrs(slog.String(FieldService, h.service))
+	l := getLine()
+	defer putLine(l)
+	l.b = append(l.b, '{')
+	first := true
+	if !r.Time.IsZero() {
+		l.key(slog.TimeKey, first)
+		l.time(r.Time.Round(0))
+		first = false
 	}
-	if h.region != "" {
-		out.AddAttrs(slog.String(FieldRegion, h.region))
+	l.key(slog.LevelKey, first)
+	l.str(r.Level.String())
+	l.key(FieldMessage, false)
+	l.str(r.Message)
+	member := func(k, v string) {
+		if v != "" {
+			l.key(k, false)
+			l.str(v)
+		}
 	}
+	member(FieldSchema, SchemaVersion)
+	member(FieldService, h.service)
+	member(FieldRegion, h.region)
 	event := h.event
-	attrs := append([]slog.Attr(nil), h.attrs...)
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key == FieldEvent { // event is top-level whatever the group
 			event = a.Value.String()
+		}
+		return true
+	})
+	member(FieldEvent, event)
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		tid, sid := sc.TraceID(), sc.SpanID()
+		l.key(FieldTraceID, false)
+		l.b = append(l.b, '"')
+		l.b = hex.AppendEncode(l.b, tid[:])
+		l.b = append(l.b, '"')
+		l.key(FieldSpanID, false)
+		l.b = append(l.b, '"')
+		l.b = hex.AppendEncode(l.b, sid[:])
+		l.b = append(l.b, '"')
+	}
+	f := reqctx.From(ctx)
+	member(FieldRequestID, f.RequestID)
+	member(FieldTenant, f.Tenant)
+	member(FieldSatellite, f.Satellite)
+	member(FieldQueryID, f.QueryID)
+	member(FieldUser, f.User)
+	// The caller's attributes, under "attrs" (left out when empty).
+	mark := len(l.b)
+	l.key(FieldAttrs, false)
+	l.b = append(l.b, '{')
+	wrote := l.attrs(h.attrs, true)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == FieldEvent {
 			return true
 		}
 		a.Key = h.prefix + a.Key
-		attrs = append(attrs, a)
+		if l.attr(a, !wrote) {
+			wrote = true
+		}
 		return true
 	})
-	if event != "" {
-		out.AddAttrs(slog.String(FieldEvent, event))
+	if wrote {
+		l.b = append(l.b, '}')
+	} else {
+		l.b = l.b[:mark]
 	}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		out.AddAttrs(slog.String(FieldTraceID, sc.TraceID().String()), slog.String(FieldSpanID, sc.SpanID().String()))
-	}
-	f := reqctx.From(ctx)
-	for _, kv := range [][2]string{
-		{FieldRequestID, f.RequestID},
-		{FieldTenant, f.Tenant},
-		{FieldSatellite, f.Satellite},
-		{FieldQueryID, f.QueryID},
-		{FieldUser, f.User},
-	} {
-		if kv[1] != "" {
-			out.AddAttrs(slog.String(kv[0], kv[1]))
-		}
-	}
-	if len(attrs) > 0 {
-		out.AddAttrs(slog.Attr{Key: FieldAttrs, Value: slog.GroupValue(attrs...)})
-	}
-	return h.inner.Handle(ctx, out)
+	l.b = append(l.b, '}', '\n')
+	h.out.mu.Lock()
+	defer h.out.mu.Unlock()
+	_, err := h.out.w.Write(l.b)
+	return err
 }
 
 func (h *handler) WithAttrs(as []slog.Attr) slog.Handler {
