@@ -304,10 +304,12 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 			return err
 		},
 	}
+	paths := append([]func() error{full, chain}, hops...)
+	names := []string{"the full path", "the relay chain", "hop client -> gateway", "hop gateway -> broker", "hop broker -> connector", "hop connector <-> satellite"}
 	for range 300 { // warm every path
-		for _, f := range append([]func() error{full, chain}, hops...) {
+		for i, f := range paths {
 			if err := f(); err != nil {
-				return fmt.Errorf("warm-up: %w", err)
+				return fmt.Errorf("warm-up of %s: %w (logs in %s; -keep keeps them)", names[i], err, p.logs)
 			}
 		}
 	}
