@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orbitplane/orbit/libs/colbatch"
@@ -20,6 +22,7 @@ import (
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
 	registryv1 "github.com/orbitplane/orbit/proto/orbit/registry/v1"
+	wirev1 "github.com/orbitplane/orbit/proto/orbit/wire/v1"
 )
 
 type api struct {
@@ -110,7 +113,40 @@ func (a *api) targets(ctx context.Context, tenant string, req *queryv1.ExecuteQu
 // and a satellite_done, then a summary. A single-satellite query that fails
 // fails the RPC with the satellite's error; a fan-out reports failures per
 // satellite and marks the summary partial.
+//
+// Result batches pass through as the satellite encoded them
+// (wirev1.ExecuteQueryResponseView): callers speaking protobuf get them from
+// executeView; this generated handler serves the JSON codecs and decodes
+// each batch for them.
 func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	return a.execute(ctx, req, func(v *wirev1.ExecuteQueryResponseView) error {
+		m, err := fromView(v)
+		if err != nil {
+			return err
+		}
+		return stream.Send(m)
+	})
+}
+
+// executeView is ExecuteQuery for the protobuf codecs: each batch is sent as
+// it arrived from the satellite, without being decoded and encoded again.
+func (a *api) executeView(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[wirev1.ExecuteQueryResponseView]) error {
+	return a.execute(ctx, req, stream.Send)
+}
+
+// fromView decodes a view's batch.
+func fromView(v *wirev1.ExecuteQueryResponseView) (*queryv1.ExecuteQueryResponse, error) {
+	m := &queryv1.ExecuteQueryResponse{SatelliteId: v.SatelliteId, Schema: v.Schema, SatelliteDone: v.SatelliteDone, Summary: v.Summary}
+	if v.Batch != nil {
+		m.Batch = &queryv1.ColumnBatch{}
+		if err := proto.Unmarshal(v.Batch, m.Batch); err != nil {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("a result batch from the satellite is malformed: %w", err))
+		}
+	}
+	return m, nil
+}
+
+func (a *api) execute(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], sendMsg func(*wirev1.ExecuteQueryResponseView) error) error {
 	s := a.s
 	start := time.Now()
 	r := req.Msg
@@ -150,29 +186,29 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 	s.log.DebugContext(ctx, "query started", obslog.Event("broker.query_started"), "target", kind, "satellites", len(sats))
 
 	var sendMu sync.Mutex
-	send := func(m *queryv1.ExecuteQueryResponse) error {
+	send := func(m *wirev1.ExecuteQueryResponseView) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		return stream.Send(m)
+		return sendMsg(m)
 	}
 	// What is left to say when every part has ended: a single-satellite
 	// query's last message (its held-back parts and its satellite_done) and
 	// the satellite_done of satellites that never ran. The summary joins the
 	// last of them.
 	results := make([]*queryv1.SatelliteResult, len(sats))
-	closing := make([]*queryv1.ExecuteQueryResponse, len(sats))
+	closing := make([]*wirev1.ExecuteQueryResponseView, len(sats))
 	var wg sync.WaitGroup
 	for i, sat := range sats {
 		if sat.Status == registryv1.SatelliteStatus_SATELLITE_STATUS_DISCONNECTED {
 			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE,
 				"satellite %s is DISCONNECTED: %s", sat.Name, sat.StatusDetail).result
-			closing[i] = &queryv1.ExecuteQueryResponse{SatelliteId: sat.Id, SatelliteDone: results[i]}
+			closing[i] = &wirev1.ExecuteQueryResponseView{SatelliteId: sat.Id, SatelliteDone: results[i]}
 			continue
 		}
 		if !s.acquireSatellite(sat.Id) {
 			results[i] = failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_TOO_MANY_QUERIES,
 				"satellite %s runs %d queries through this broker, its limit", sat.Name, s.cfg.MaxQueriesPerSatellite).result
-			closing[i] = &queryv1.ExecuteQueryResponse{SatelliteId: sat.Id, SatelliteDone: results[i]}
+			closing[i] = &wirev1.ExecuteQueryResponseView{SatelliteId: sat.Id, SatelliteDone: results[i]}
 			continue
 		}
 		pid := queryID
@@ -210,7 +246,7 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 	wg.Wait()
 
 	summary := &queryv1.QuerySummary{QueryId: queryID, SatellitesTotal: int32(len(sats)), Elapsed: durationpb.New(time.Since(start))}
-	var out []*queryv1.ExecuteQueryResponse
+	var out []*wirev1.ExecuteQueryResponseView
 	for i, res := range results {
 		s.m.outcomes.WithLabelValues(res.Outcome.String()).Inc()
 		summary.Rows += res.Rows
@@ -239,7 +275,7 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 	}
 	s.m.queries.WithLabelValues(kind, result).Inc()
 	if len(out) == 0 {
-		out = append(out, &queryv1.ExecuteQueryResponse{})
+		out = append(out, &wirev1.ExecuteQueryResponseView{})
 	}
 	out[len(out)-1].Summary = summary
 	// The closing messages leave in one write; the line is written after
@@ -261,29 +297,32 @@ func (a *api) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Exe
 // streamHandler turns one satellite's frames into response messages: a
 // schema and the batch after it share a message, and what a NATS message
 // brought leaves when run flushes. The last message is held for the
-// satellite_done (take).
+// satellite_done (take). Batches stay encoded.
 type streamHandler struct {
 	satID   string
-	send    func(*queryv1.ExecuteQueryResponse) error
-	pending *queryv1.ExecuteQueryResponse
+	send    func(*wirev1.ExecuteQueryResponseView) error
+	pending *wirev1.ExecuteQueryResponseView
 }
 
 func (h *streamHandler) schema(s *queryv1.ResultSchema) error {
 	if err := h.flush(); err != nil {
 		return err
 	}
-	h.pending = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID, Schema: s}
+	h.pending = &wirev1.ExecuteQueryResponseView{SatelliteId: h.satID, Schema: s}
 	return nil
 }
 
-func (h *streamHandler) batch(b *queryv1.ColumnBatch) error {
+func (h *streamHandler) batch(b []byte, _ int64) error {
 	if h.pending != nil && h.pending.Batch != nil {
 		if err := h.flush(); err != nil {
 			return err
 		}
 	}
 	if h.pending == nil {
-		h.pending = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID}
+		h.pending = &wirev1.ExecuteQueryResponseView{SatelliteId: h.satID}
+	}
+	if b == nil {
+		b = []byte{} // present, if empty
 	}
 	h.pending.Batch = b
 	return nil
@@ -299,11 +338,11 @@ func (h *streamHandler) flush() error {
 }
 
 // take returns the held-back message, or a new one for the satellite.
-func (h *streamHandler) take() *queryv1.ExecuteQueryResponse {
+func (h *streamHandler) take() *wirev1.ExecuteQueryResponseView {
 	m := h.pending
 	h.pending = nil
 	if m == nil {
-		m = &queryv1.ExecuteQueryResponse{SatelliteId: h.satID}
+		m = &wirev1.ExecuteQueryResponseView{SatelliteId: h.satID}
 	}
 	return m
 }
@@ -318,7 +357,11 @@ type collect struct{ batches []*queryv1.ColumnBatch }
 
 func (c *collect) schema(*queryv1.ResultSchema) error { return nil }
 func (c *collect) flush() error                       { return nil }
-func (c *collect) batch(b *queryv1.ColumnBatch) error {
+func (c *collect) batch(raw []byte, _ int64) error {
+	b := &queryv1.ColumnBatch{}
+	if err := proto.Unmarshal(raw, b); err != nil {
+		return fmt.Errorf("a result batch from the satellite is malformed: %w", err)
+	}
 	c.batches = append(c.batches, b)
 	return nil
 }
@@ -359,4 +402,20 @@ func (a *api) GetSchema(ctx context.Context, req *connect.Request[queryv1.GetSch
 		}
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// executeQueryMethod is ExecuteQuery's schema, given to the view handler as
+// the generated code gives it to its own.
+var executeQueryMethod = queryv1.File_orbit_query_v1_query_proto.Services().ByName("QueryService").Methods().ByName("ExecuteQuery")
+
+// byCodec sends requests in a JSON codec to json and the rest (protobuf,
+// which the view handler answers with batches undecoded) to view.
+func byCodec(view, json http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Content-Type"), "json") {
+			json.ServeHTTP(w, r)
+			return
+		}
+		view.ServeHTTP(w, r)
+	})
 }

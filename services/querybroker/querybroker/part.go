@@ -14,6 +14,7 @@ import (
 	"github.com/orbitplane/orbit/libs/reqctx"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
 	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
+	wirev1 "github.com/orbitplane/orbit/proto/orbit/wire/v1"
 	"github.com/orbitplane/orbit/services/connector/connector"
 )
 
@@ -39,9 +40,13 @@ type part struct {
 // an error cancels the part (the client went away).
 type handler interface {
 	schema(*queryv1.ResultSchema) error
-	batch(*queryv1.ColumnBatch) error
+	// batch gets an encoded ColumnBatch and its row count.
+	batch(b []byte, rows int64) error
 	flush() error
 }
+
+// readHeader reads a batch's row count and skips its columns.
+var readHeader = proto.UnmarshalOptions{DiscardUnknown: true}
 
 // outcome is how a part ended.
 type outcome struct {
@@ -130,7 +135,8 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 			}
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE, queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE, "satellite %s (%s) is not connected to any connector", p.satName, p.satID)
 		}
-		var fs queryv1.ResultFrames
+		// Batches stay encoded: the view decodes everything else.
+		var fs wirev1.ResultFramesView
 		if err := proto.Unmarshal(m.Data, &fs); err != nil {
 			cancelSatellite("bad frame")
 			return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result frames: %v", err)
@@ -152,15 +158,20 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 				p.s.m.frames.Inc()
 				var err error
 				switch k := f.Kind.(type) {
-				case *queryv1.ResultFrame_Schema:
+				case *wirev1.ResultFrameView_Schema:
 					err = h.schema(k.Schema)
-				case *queryv1.ResultFrame_Batch:
-					rows += k.Batch.NumRows
-					err = h.batch(k.Batch)
-				case *queryv1.ResultFrame_End:
+				case *wirev1.ResultFrameView_Batch:
+					var hdr wirev1.ColumnBatchHeader
+					if err := readHeader.Unmarshal(k.Batch, &hdr); err != nil {
+						cancelSatellite("bad frame")
+						return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result batch: %v", err), true
+					}
+					rows += hdr.NumRows
+					err = h.batch(k.Batch, hdr.NumRows)
+				case *wirev1.ResultFrameView_End:
 					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
 					return outcome{result: res}, true
-				case *queryv1.ResultFrame_Error:
+				case *wirev1.ResultFrameView_Error:
 					o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR
 					switch k.Error.Code {
 					case queryv1.QueryErrorCode_QUERY_ERROR_CODE_SATELLITE_UNAVAILABLE:

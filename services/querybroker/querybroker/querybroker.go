@@ -192,7 +192,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		latency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "orbit_broker_query_seconds", Help: "Query duration.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}),
 	}
 	reg.MustRegister(s.m.queries, s.m.outcomes, s.m.frames, s.m.bytes, s.m.latency)
-	srv.Handle(queryv1connect.NewQueryServiceHandler(&api{s: s}, srv.HandlerOptions()...))
+	a := &api{s: s}
+	path, generated := queryv1connect.NewQueryServiceHandler(a, srv.HandlerOptions()...)
+	srv.Handle(path, generated)
+	// ExecuteQuery's own path, ahead of the service's: protobuf callers get
+	// the batches as the satellites encoded them, JSON callers the generated
+	// handler.
+	view := connect.NewServerStreamHandler(queryv1connect.QueryServiceExecuteQueryProcedure, a.executeView,
+		append(append([]connect.HandlerOption(nil), srv.HandlerOptions()...), connect.WithSchema(executeQueryMethod))...)
+	srv.Handle(queryv1connect.QueryServiceExecuteQueryProcedure, byCodec(view, generated))
 	return s, nil
 }
 
