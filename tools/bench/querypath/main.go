@@ -265,7 +265,15 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 	}
 	q := queryv1connect.NewQueryServiceClient(hc, url("gateway"), keyed...)
 	rawQ := queryv1connect.NewQueryServiceClient(hc, url("relay-a"), opts...)
-	if err := retryUntil(ctx, 30*time.Second, func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }); err != nil {
+	// The raw relay has no error path: a query published before the edge has
+	// linked to C is dropped and its caller would wait for ever, so every
+	// attempt gets a deadline of its own.
+	if err := retryUntil(ctx, 30*time.Second, func() error {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := testrelay.Query(actx, rawQ, "1:8")
+		return err
+	}); err != nil {
 		return fmt.Errorf("relay chain: %w", err)
 	}
 
