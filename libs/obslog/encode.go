@@ -2,6 +2,7 @@ package obslog
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,13 @@ func (l *line) key(k string, first bool) {
 func (l *line) str(s string) {
 	l.b = append(l.b, '"')
 	l.b = appendEscaped(l.b, s)
+	l.b = append(l.b, '"')
+}
+
+// hex appends b as a quoted lowercase hex string (trace and span IDs).
+func (l *line) hex(b []byte) {
+	l.b = append(l.b, '"')
+	l.b = hex.AppendEncode(l.b, b)
 	l.b = append(l.b, '"')
 }
 

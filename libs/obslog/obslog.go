@@ -6,7 +6,6 @@ package obslog
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"sync"
@@ -117,13 +116,9 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		tid, sid := sc.TraceID(), sc.SpanID()
 		l.key(FieldTraceID, false)
-		l.b = append(l.b, '"')
-		l.b = hex.AppendEncode(l.b, tid[:])
-		l.b = append(l.b, '"')
+		l.hex(tid[:])
 		l.key(FieldSpanID, false)
-		l.b = append(l.b, '"')
-		l.b = hex.AppendEncode(l.b, sid[:])
-		l.b = append(l.b, '"')
+		l.hex(sid[:])
 	}
 	f := reqctx.From(ctx)
 	member(FieldRequestID, f.RequestID)

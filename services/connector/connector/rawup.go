@@ -10,6 +10,7 @@ import (
 
 	"github.com/orbitplane/orbit/libs/bufpool"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
+	queryv1 "github.com/orbitplane/orbit/proto/orbit/query/v1"
 )
 
 // upFrame is one frame from a satellite. Result frames — almost all of a
@@ -33,17 +34,16 @@ type frameMeta struct {
 	last    bool // an end or error frame
 }
 
-// Field numbers the connector reads (proto/orbit/connector/v1, query/v1).
+// Field numbers the connector reads, from the generated descriptors
+// (proto/orbit/connector/v1, proto/orbit/query/v1).
 var (
 	resultsField = (&connectorv1.ConnectRequest{}).ProtoReflect().Descriptor().Fields().ByName("results").Number()
-)
-
-const (
-	framesField  protowire.Number = 1 // ResultFrames.frames
-	frameQueryID protowire.Number = 1 // ResultFrame.query_id
-	frameSeq     protowire.Number = 2 // ResultFrame.seq
-	frameEnd     protowire.Number = 5 // ResultFrame.end
-	frameError   protowire.Number = 6 // ResultFrame.error
+	framesField  = (&queryv1.ResultFrames{}).ProtoReflect().Descriptor().Fields().ByName("frames").Number()
+	frameFields  = (&queryv1.ResultFrame{}).ProtoReflect().Descriptor().Fields()
+	frameQueryID = frameFields.ByName("query_id").Number()
+	frameSeq     = frameFields.ByName("seq").Number()
+	frameEnd     = frameFields.ByName("end").Number()
+	frameError   = frameFields.ByName("error").Number()
 )
 
 // release gives the frame's results buffer back to libs/bufpool once
