@@ -71,7 +71,7 @@ diff -r --exclude='*.proto' --exclude=BUILD.bazel "$tmp/gen" proto >/dev/null ||
   fail "generated code is stale: run 'go tool -modfile=tools/buf/go.mod buf generate'"
 }
 
-step "web UI: generated TypeScript current, type-check, build (npm registry)"
+step "web UI: generated TypeScript current, unit tests, type-check, build (npm registry)"
 tools/web.sh check
 tools/web.sh build
 

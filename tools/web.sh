@@ -2,7 +2,7 @@
 # The web UI's build steps (docs/web.md), shared by tools/dev.sh and
 # tools/test.sh:
 #   tools/web.sh build     npm ci when needed, type-check, vite build → web/dist
-#   tools/web.sh check     generated TypeScript current (buf + protoc-gen-es)
+#   tools/web.sh check     generated TypeScript current (buf + protoc-gen-es), web/test unit tests
 #   tools/web.sh e2e DEV_JSON  browser tests in Debian's chromium (playwright-core)
 #                              against the orbit dev system DEV_JSON describes
 set -euo pipefail
@@ -33,6 +33,12 @@ check)
     echo "web/src/gen is stale: run 'npm --prefix web run generate'" >&2
     exit 1
   }
+  # Unit tests of the UI's helpers (web/test): bundled, then node's runner.
+  for t in web/test/*.test.ts; do
+    out="$tmp/$(basename "$t" .ts).cjs"
+    web/node_modules/.bin/rolldown "$t" --platform node --format cjs -o "$out" --log-level silent >/dev/null
+    node --test "$out"
+  done
   ;;
 e2e)
   deps

@@ -3,7 +3,7 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { GatewayService } from "./gen/orbit/gateway/v1/gateway_pb";
-import { QueryService } from "./gen/orbit/query/v1/query_pb";
+import { QueryErrorCode, QueryErrorSchema, QueryService } from "./gen/orbit/query/v1/query_pb";
 import { RegistryService } from "./gen/orbit/registry/v1/registry_pb";
 import { LogBrokerService } from "./gen/orbit/logbroker/v1/logbroker_pb";
 import { PlatformService } from "./gen/orbit/platform/v1/platform_pb";
@@ -102,9 +102,9 @@ export function explain(err: unknown, credential: "API key" | "admin token" = "A
     case Code.PermissionDenied:
       return `This key may not do that (${e.rawMessage}). Ask an admin for a key with the needed scope.`;
     case Code.ResourceExhausted:
-      // Both rate limits and result-size limits answer resource_exhausted;
-      // only the message tells them apart.
-      if (/limit of \d|exceeds|too large|add a LIMIT/i.test(e.rawMessage)) return `The result is over a limit: ${e.rawMessage}.`;
+      // Rate limits and result-size limits both answer resource_exhausted;
+      // a query's QueryError detail (libs/queryerr) says which.
+      if (isResultLimit(e)) return `The result is over a limit: ${e.rawMessage}.`;
       return `Too many requests or queries at once (${e.rawMessage}). Wait a moment and try again.`;
     case Code.Unavailable:
       return `The service is unreachable (${e.rawMessage}). Check that the gateway is running; retrying may help.`;
@@ -115,6 +115,10 @@ export function explain(err: unknown, credential: "API key" | "admin token" = "A
     default:
       return e.rawMessage || String(err);
   }
+}
+
+function isResultLimit(e: ConnectError): boolean {
+  return e.findDetails(QueryErrorSchema).some((d) => d.code === QueryErrorCode.ROW_LIMIT || d.code === QueryErrorCode.BYTE_LIMIT);
 }
 
 export function isCanceled(err: unknown): boolean {
