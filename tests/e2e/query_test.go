@@ -77,6 +77,11 @@ func TestThreeSatellitesAndFanout(t *testing.T) {
 	if r.messages != 1 || r.done[id2].GetOutcome() != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK {
 		t.Fatalf("single: %d messages, done %v", r.messages, r.done[id2])
 	}
+	// The satellite's own time for the statement rides with its answer and
+	// lies inside the broker's view of the query.
+	if d := r.done[id2]; d.Execution == nil || d.Execution.AsDuration() <= 0 || d.Execution.AsDuration() > d.Elapsed.AsDuration() {
+		t.Fatalf("single: execution %v, elapsed %v", d.Execution.AsDuration(), d.Elapsed.AsDuration())
+	}
 	row := colbatch.Rows(r.values[id2][0])[3]
 	if row[0] != "hello" || row[1] != int64(42) || row[2] != int64(3) {
 		t.Fatalf("row 3 = %v", row)
@@ -129,7 +134,7 @@ func TestThreeSatellitesAndFanout(t *testing.T) {
 	if !r.summary.Partial || r.summary.SatellitesOk != 2 || r.summary.SatellitesTotal != 3 || r.summary.Rows != 20 {
 		t.Fatalf("partial summary %v", r.summary)
 	}
-	if d := r.done[downID]; d == nil || d.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE || !strings.Contains(d.Error.Message, "edge-3") {
+	if d := r.done[downID]; d == nil || d.Outcome != queryv1.SatelliteOutcome_SATELLITE_OUTCOME_UNAVAILABLE || !strings.Contains(d.Error.Message, "edge-3") || d.Execution != nil {
 		t.Fatalf("down satellite's result %v", d)
 	}
 	// Querying the down satellite alone fails fast with a clear error.

@@ -140,6 +140,8 @@ try {
     await queryState("done");
     const per = await page.getByTestId("per-satellite").locator("tbody tr").allInnerTexts();
     expect(per.length === 3 && per.every((r) => r.includes("OK")), `per-satellite ${per}`);
+    // Each answered satellite reports its own time for the statement.
+    expect(per.every((r) => /OK.*\d ms\s+\d+\.\d ms/s.test(r)), `per-satellite times ${per}`);
     expect((await page.getByTestId("answered").innerText()).startsWith("3 of 3"), await page.getByTestId("answered").innerText());
     expect(Number(await page.getByTestId("results").getAttribute("data-rows")) === 3, "want one row per satellite");
     await page.screenshot({ path: join(shots, "query-fanout.png") });

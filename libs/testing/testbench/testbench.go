@@ -45,6 +45,24 @@ func Measure(n int, f func() error) (Latencies, error) {
 	return out, nil
 }
 
+// MeasureNet times n sequential calls of f like Measure, and also each
+// round trip minus the part f reports (the time the far end says it spent
+// on the work itself), so the way there and back can be told apart from the
+// work. The first error stops it.
+func MeasureNet(n int, f func() (time.Duration, error)) (total, net Latencies, err error) {
+	total, net = make(Latencies, 0, n), make(Latencies, 0, n)
+	for range n {
+		start := time.Now()
+		work, err := f()
+		if err != nil {
+			return nil, nil, err
+		}
+		d := time.Since(start)
+		total, net = append(total, d), append(net, d-work)
+	}
+	return total, net, nil
+}
+
 // Concurrent calls f from clients goroutines for d and returns the calls
 // per second; the first error stops it.
 func Concurrent(clients int, d time.Duration, f func() error) (float64, error) {

@@ -169,7 +169,7 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 					rows += hdr.NumRows
 					err = h.batch(k.Batch, hdr.NumRows)
 				case *wirev1.ResultFrameView_End:
-					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start))}
+					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Execution: k.End.Elapsed}
 					return outcome{result: res}, true
 				case *wirev1.ResultFrameView_Error:
 					o := queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR

@@ -277,24 +277,32 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		return fmt.Errorf("relay chain: %w", err)
 	}
 
-	full := func() error {
+	// fullNet also reports the satellite's own time for the statement
+	// (SatelliteResult.execution), so the way there and back is measured
+	// apart from it.
+	fullNet := func() (time.Duration, error) {
 		st, err := q.ExecuteQuery(ctx, connect.NewRequest(&queryv1.ExecuteQueryRequest{Target: &queryv1.ExecuteQueryRequest_Satellite{Satellite: "edge-1"}, Sql: "SELECT 1"}))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer st.Close()
 		rows := int64(0)
+		var execution time.Duration
 		for st.Receive() {
 			rows += st.Msg().GetBatch().GetNumRows()
+			if d := st.Msg().GetSatelliteDone(); d != nil {
+				execution = d.GetExecution().AsDuration()
+			}
 		}
 		if err := st.Err(); err != nil {
-			return err
+			return 0, err
 		}
 		if rows != 1 {
-			return fmt.Errorf("SELECT 1 returned %d rows", rows)
+			return 0, fmt.Errorf("SELECT 1 returned %d rows", rows)
 		}
-		return nil
+		return execution, nil
 	}
+	full := func() error { _, err := fullNet(); return err }
 	chain := func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }
 	rawA := gatewayv1connect.NewGatewayServiceClient(hc, url("relay-a"), opts...)
 	bidi := connectorv1connect.NewLinkServiceClient(hc, url("relay-d"), opts...).Connect(ctx)
@@ -322,7 +330,7 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		}
 	}
 
-	var fullP50, fullP99, chainP50, chainP99, hopP50, hopP99, fullQPS, chainQPS []float64
+	var fullP50, fullP99, netP50, chainP50, chainP99, hopP50, hopP99, fullQPS, chainQPS []float64
 	for round := range rounds {
 		var s50, s99 time.Duration
 		for _, h := range hops {
@@ -337,7 +345,7 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		if err != nil {
 			return err
 		}
-		f, err := testbench.Measure(n, full)
+		f, net, err := testbench.MeasureNet(n, fullNet)
 		if err != nil {
 			return err
 		}
@@ -350,16 +358,19 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 			return err
 		}
 		fullP50, fullP99 = append(fullP50, testbench.Ms(f.Pct(0.5))), append(fullP99, testbench.Ms(f.Pct(0.99)))
+		netP50 = append(netP50, testbench.Ms(net.Pct(0.5)))
 		chainP50, chainP99 = append(chainP50, testbench.Ms(c.Pct(0.5))), append(chainP99, testbench.Ms(c.Pct(0.99)))
 		hopP50, hopP99 = append(hopP50, testbench.Ms(s50)), append(hopP99, testbench.Ms(s99))
 		fullQPS, chainQPS = append(fullQPS, fq), append(chainQPS, cq)
-		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms; relay chain p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s\n",
-			round, testbench.Ms(f.Pct(0.5)), testbench.Ms(f.Pct(0.99)), testbench.Ms(c.Pct(0.5)), testbench.Ms(c.Pct(0.99)), testbench.Ms(s50), testbench.Ms(s99), clients, fq, cq)
+		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms (without the satellite's own execution p50 %.3f ms); relay chain p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s\n",
+			round, testbench.Ms(f.Pct(0.5)), testbench.Ms(f.Pct(0.99)), testbench.Ms(net.Pct(0.5)), testbench.Ms(c.Pct(0.5)), testbench.Ms(c.Pct(0.99)), testbench.Ms(s50), testbench.Ms(s99), clients, fq, cq)
 	}
 	m := testbench.Median
 	fmt.Printf("\nmedians of %d rounds (every service and relay piece in its own process):\n", rounds)
 	fmt.Printf("  tiny query p50 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.3x]\n",
 		m(fullP50), m(fullP50)/m(chainP50), m(chainP50), m(fullP50)/m(hopP50), m(hopP50))
+	fmt.Printf("  tiny query p50 without the satellite's own execution %.3f ms: %.2fx the relay chain  [not a goal: where the rest goes]\n",
+		m(netP50), m(netP50)/m(chainP50))
 	fmt.Printf("  tiny query p99 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.5x]\n",
 		m(fullP99), m(fullP99)/m(chainP99), m(chainP99), m(fullP99)/m(hopP99), m(hopP99))
 	fmt.Printf("  %d clients: %.0f q/s, %.2fx the relay chain (%.0f q/s)  [goal >= 0.8x]\n", clients, m(fullQPS), m(fullQPS)/m(chainQPS), m(chainQPS))

@@ -10,7 +10,9 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { parseLabels } from "../labels";
 import { appendBatch, bytes, columnTypeName, download, MaxRowsKept, ms, toCSV, toJSON, type Row } from "../results";
 
-type SatResult = { id: string; outcome: SatelliteOutcome; rows: bigint; bytes: bigint; elapsedMs: number; error?: QueryError };
+// elapsedMs is the broker's view of the query; executionMs the satellite's
+// own time for the statement (undefined unless it answered).
+type SatResult = { id: string; outcome: SatelliteOutcome; rows: bigint; bytes: bigint; elapsedMs: number; executionMs?: number; error?: QueryError };
 
 type Run = {
   seq: number;
@@ -152,7 +154,7 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
         if (m.batch) r.totalRows += appendBatch(r.rows, m.satelliteId, m.batch);
         if (m.satelliteDone) {
           const d = m.satelliteDone;
-          r.perSat.set(m.satelliteId, { id: m.satelliteId, outcome: d.outcome, rows: d.rows, bytes: d.bytes, elapsedMs: ms(d.elapsed), error: d.error });
+          r.perSat.set(m.satelliteId, { id: m.satelliteId, outcome: d.outcome, rows: d.rows, bytes: d.bytes, elapsedMs: ms(d.elapsed), executionMs: d.execution && ms(d.execution), error: d.error });
         }
         if (m.summary) r.summary = m.summary;
       }
@@ -290,13 +292,13 @@ export function Query({ clients, session, initialSatellite }: { clients: Clients
       {run && run.totalRows > MaxRowsKept && <p className="warn">Showing the first {MaxRowsKept.toLocaleString()} of {run.totalRows.toLocaleString()} rows; use orbitctl or a LIMIT for the rest.</p>}
       {run && run.fanout && run.perSat.size > 0 && (
         <table className="grid compact" data-testid="per-satellite">
-          <thead><tr><th>Satellite</th><th>Outcome</th><th>Rows</th><th>Bytes</th><th>Elapsed</th><th>Error</th></tr></thead>
+          <thead><tr><th>Satellite</th><th>Outcome</th><th>Rows</th><th>Bytes</th><th>Elapsed</th><th title="the satellite's own time for the statement; the rest of Elapsed was spent on the way">On satellite</th><th>Error</th></tr></thead>
           <tbody>
             {[...run.perSat.values()].map((p) => (
               <tr key={p.id}>
                 <td>{satName(p.id)}</td>
                 <td><span className={`badge ${p.outcome === SatelliteOutcome.OK ? "healthy" : "disconnected"}`}>{outcomeName(p.outcome)}</span></td>
-                <td>{p.rows.toLocaleString()}</td><td>{bytes(p.bytes)}</td><td>{p.elapsedMs.toFixed(1)} ms</td><td>{errorText(p.error)}</td>
+                <td>{p.rows.toLocaleString()}</td><td>{bytes(p.bytes)}</td><td>{p.elapsedMs.toFixed(1)} ms</td><td>{p.executionMs === undefined ? "—" : `${p.executionMs.toFixed(1)} ms`}</td><td>{errorText(p.error)}</td>
               </tr>
             ))}
           </tbody>

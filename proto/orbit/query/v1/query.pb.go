@@ -1046,9 +1046,17 @@ type SatelliteResult struct {
 	Outcome SatelliteOutcome       `protobuf:"varint,1,opt,name=outcome,proto3,enum=orbit.query.v1.SatelliteOutcome" json:"outcome,omitempty"`
 	Rows    int64                  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
 	Bytes   int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Elapsed *durationpb.Duration   `protobuf:"bytes,4,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
+	// From the broker sending the query to the satellite's last frame
+	// arriving, by the broker's clock.
+	Elapsed *durationpb.Duration `protobuf:"bytes,4,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
 	// Set when outcome is not OK.
-	Error         *QueryError `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error *QueryError `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// How long the satellite took to run the statement and hand its result to
+	// its link, by the satellite's clock (including any wait for credits while
+	// a reader is slower than the satellite). elapsed minus execution is the
+	// time the query spent on the way: the network and the cloud's services.
+	// Set when outcome is OK.
+	Execution     *durationpb.Duration `protobuf:"bytes,6,opt,name=execution,proto3" json:"execution,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1114,6 +1122,13 @@ func (x *SatelliteResult) GetElapsed() *durationpb.Duration {
 func (x *SatelliteResult) GetError() *QueryError {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *SatelliteResult) GetExecution() *durationpb.Duration {
+	if x != nil {
+		return x.Execution
 	}
 	return nil
 }
@@ -1470,13 +1485,14 @@ const file_orbit_query_v1_query_proto_rawDesc = "" +
 	"\fStringValues\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"%\n" +
 	"\vBytesValues\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\fR\x06values\"\xde\x01\n" +
+	"\x06values\x18\x01 \x03(\fR\x06values\"\x97\x02\n" +
 	"\x0fSatelliteResult\x12:\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2 .orbit.query.v1.SatelliteOutcomeR\aoutcome\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x123\n" +
 	"\aelapsed\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\x120\n" +
-	"\x05error\x18\x05 \x01(\v2\x1a.orbit.query.v1.QueryErrorR\x05error\"\xf2\x01\n" +
+	"\x05error\x18\x05 \x01(\v2\x1a.orbit.query.v1.QueryErrorR\x05error\x127\n" +
+	"\texecution\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\texecution\"\xf2\x01\n" +
 	"\fQuerySummary\x12\x19\n" +
 	"\bquery_id\x18\x01 \x01(\tR\aqueryId\x12)\n" +
 	"\x10satellites_total\x18\x02 \x01(\x05R\x0fsatellitesTotal\x12#\n" +
@@ -1595,19 +1611,20 @@ var file_orbit_query_v1_query_proto_depIdxs = []int32{
 	1,  // 17: orbit.query.v1.SatelliteResult.outcome:type_name -> orbit.query.v1.SatelliteOutcome
 	23, // 18: orbit.query.v1.SatelliteResult.elapsed:type_name -> google.protobuf.Duration
 	18, // 19: orbit.query.v1.SatelliteResult.error:type_name -> orbit.query.v1.QueryError
-	23, // 20: orbit.query.v1.QuerySummary.elapsed:type_name -> google.protobuf.Duration
-	2,  // 21: orbit.query.v1.QueryError.code:type_name -> orbit.query.v1.QueryErrorCode
-	21, // 22: orbit.query.v1.GetSchemaResponse.tables:type_name -> orbit.query.v1.Table
-	8,  // 23: orbit.query.v1.Table.columns:type_name -> orbit.query.v1.Column
-	3,  // 24: orbit.query.v1.QueryService.ExecuteQuery:input_type -> orbit.query.v1.ExecuteQueryRequest
-	19, // 25: orbit.query.v1.QueryService.GetSchema:input_type -> orbit.query.v1.GetSchemaRequest
-	6,  // 26: orbit.query.v1.QueryService.ExecuteQuery:output_type -> orbit.query.v1.ExecuteQueryResponse
-	20, // 27: orbit.query.v1.QueryService.GetSchema:output_type -> orbit.query.v1.GetSchemaResponse
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	23, // 20: orbit.query.v1.SatelliteResult.execution:type_name -> google.protobuf.Duration
+	23, // 21: orbit.query.v1.QuerySummary.elapsed:type_name -> google.protobuf.Duration
+	2,  // 22: orbit.query.v1.QueryError.code:type_name -> orbit.query.v1.QueryErrorCode
+	21, // 23: orbit.query.v1.GetSchemaResponse.tables:type_name -> orbit.query.v1.Table
+	8,  // 24: orbit.query.v1.Table.columns:type_name -> orbit.query.v1.Column
+	3,  // 25: orbit.query.v1.QueryService.ExecuteQuery:input_type -> orbit.query.v1.ExecuteQueryRequest
+	19, // 26: orbit.query.v1.QueryService.GetSchema:input_type -> orbit.query.v1.GetSchemaRequest
+	6,  // 27: orbit.query.v1.QueryService.ExecuteQuery:output_type -> orbit.query.v1.ExecuteQueryResponse
+	20, // 28: orbit.query.v1.QueryService.GetSchema:output_type -> orbit.query.v1.GetSchemaResponse
+	27, // [27:29] is the sub-list for method output_type
+	25, // [25:27] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_orbit_query_v1_query_proto_init() }
