@@ -2,7 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -10,6 +15,7 @@ import (
 	"github.com/orbitplane/orbit/libs/connectserver"
 	"github.com/orbitplane/orbit/libs/testing/testnats"
 	"github.com/orbitplane/orbit/libs/testing/testrelay"
+	"github.com/orbitplane/orbit/libs/testing/testwait"
 	"github.com/orbitplane/orbit/proto/orbit/connector/v1/connectorv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/gateway/v1/gatewayv1connect"
 	"github.com/orbitplane/orbit/proto/orbit/query/v1/queryv1connect"
@@ -21,7 +27,9 @@ import (
 //	client -Connect-> A -Connect-> B -NATS-> C =bidi= edge
 //
 // with the single raw hops: A's WhoAmI, a NATS request-reply and a bidi
-// ping-pong (D).
+// ping-pong (D). Queries marked "work" make every piece write a log line
+// (to the system's log) and the edge run SELECT 1 in DuckDB first
+// (testrelay.Work).
 type rawRelay struct {
 	urlA string
 	urlD string
@@ -43,18 +51,20 @@ func startRawRelay(t testing.TB, s *system) *rawRelay {
 	hc := connectclient.HTTPClient(nil)
 	opts, _ := connectclient.Options(nil)
 
+	work := func(piece string) testrelay.Work { return testrelay.Work{Log: logger(s.logs, "relay-"+piece)} }
 	c, err := testrelay.NewC(testnats.Connect(t, s.ns))
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.Work = work("c")
 	urlC := startServer(t, "relay-c", func(srv *connectserver.Server) {
 		srv.Handle(connectorv1connect.NewLinkServiceHandler(c, srv.HandlerOptions()...))
 	})
-	b := &testrelay.B{NC: testnats.Connect(t, s.ns)}
+	b := &testrelay.B{NC: testnats.Connect(t, s.ns), Work: work("b")}
 	urlB := startServer(t, "relay-b", func(srv *connectserver.Server) {
 		srv.Handle(queryv1connect.NewQueryServiceHandler(b, srv.HandlerOptions()...))
 	})
-	a := &testrelay.A{B: queryv1connect.NewQueryServiceClient(hc, urlB, opts...)}
+	a := &testrelay.A{B: queryv1connect.NewQueryServiceClient(hc, urlB, opts...), Work: work("a")}
 	r.urlA = startServer(t, "relay-a", func(srv *connectserver.Server) {
 		srv.Handle(queryv1connect.NewQueryServiceHandler(a, srv.HandlerOptions()...))
 		srv.Handle(gatewayv1connect.NewGatewayServiceHandler(a, srv.HandlerOptions()...))
@@ -69,7 +79,14 @@ func startRawRelay(t testing.TB, s *system) *rawRelay {
 	t.Cleanup(func() { _ = echo.Unsubscribe() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go testrelay.RunEdge(ctx, connectorv1connect.NewLinkServiceClient(hc, urlC, opts...))
+	edge := work("edge")
+	exec, closeDB, err := testrelay.SelectOne(filepath.Join(t.TempDir(), "edge.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = closeDB() })
+	edge.Exec = exec
+	go testrelay.RunEdge(ctx, connectorv1connect.NewLinkServiceClient(hc, urlC, opts...), edge)
 	<-c.Ready()
 	return r
 }
@@ -78,4 +95,44 @@ func startRawRelay(t testing.TB, s *system) *rawRelay {
 // bytes received.
 func (r *rawRelay) query(ctx context.Context, client queryv1connect.QueryServiceClient, sql string) (int64, error) {
 	return testrelay.Query(ctx, client, sql)
+}
+
+// The working relay chain does what it claims for a query marked "work" —
+// one line from each of its four pieces and the edge's statement — and
+// nothing extra for a plain one, so the benchmarks compare like with like.
+func TestWorkingRelayDoesTheWork(t *testing.T) {
+	s := newSystem(t, options{})
+	raw := startRawRelay(t, s)
+	ctx := context.Background()
+	opts, _ := connectclient.Options(nil)
+	q := queryv1connect.NewQueryServiceClient(connectclient.HTTPClient(nil), raw.urlA, opts...)
+	pieces := func() []string {
+		var got []string
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			var l struct {
+				Message string `json:"message"`
+				Attrs   struct {
+					Piece string `json:"piece"`
+				} `json:"attrs"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.Message == "relay query" {
+				got = append(got, l.Attrs.Piece)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	if n, err := raw.query(ctx, q, "2:8"); err != nil || n != 16 {
+		t.Fatalf("plain query: %d bytes, %v", n, err)
+	}
+	if got := pieces(); len(got) != 0 {
+		t.Fatalf("a plain query logged %v", got)
+	}
+	if n, err := raw.query(ctx, q, "2:8:work"); err != nil || n != 16 {
+		t.Fatalf("working query: %d bytes, %v", n, err)
+	}
+	testwait.For(t, "a line from every piece", 5*time.Second, func() bool { return len(pieces()) == 4 })
+	if got := pieces(); !slices.Equal(got, []string{"a", "b", "c", "edge"}) {
+		t.Fatalf("pieces that logged: %v", got)
+	}
 }

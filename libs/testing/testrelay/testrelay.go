@@ -8,15 +8,20 @@
 // plus the single raw hops: a Connect unary call (A's WhoAmI), a NATS
 // request-reply (EchoSubject) and a bidi-stream ping-pong (Echo). A query's
 // SQL is "frames:bytes": the edge answers with that many one-value batches
-// of that size, then an end frame. The pieces run in one process (the
-// in-process benchmarks in tests/e2e) or one per process (tools/bench/querypath).
+// of that size, then an end frame. "frames:bytes:work" asks the chain to do
+// the work the issue requires of the query path besides forwarding (Work):
+// a log line per piece and a statement at the edge. The pieces run in one
+// process (the in-process benchmarks in tests/e2e) or one per process
+// (tools/bench/querypath).
 package testrelay
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
@@ -38,11 +43,31 @@ const (
 	replyPrefix = "raw.reply."
 )
 
+// Work is what each piece does for a query marked "work", besides
+// forwarding: it writes one log line for the query, as every service on the
+// query path does (the issue's one-trace-ID test needs a line from each),
+// and the edge runs a statement before it answers, as the satellite runs the
+// query's in DuckDB. A chain doing this is the baseline that pays for the
+// same required work as the path (docs/benchmarks.md).
+type Work struct {
+	// Log receives the piece's line per marked query; nil writes none.
+	Log *slog.Logger
+	// Exec is the edge's statement; nil runs none.
+	Exec func(ctx context.Context) error
+}
+
+func (w Work) line(ctx context.Context, piece, qid, sql string, start time.Time) {
+	if w.Log != nil {
+		w.Log.InfoContext(ctx, "relay query", "piece", piece, "query_id", qid, "sql", sql, "elapsed_ms", time.Since(start).Milliseconds())
+	}
+}
+
 // A forwards a query to B; its WhoAmI is the single Connect hop.
 type A struct {
 	queryv1connect.UnimplementedQueryServiceHandler
 	gatewayv1connect.UnimplementedGatewayServiceHandler
-	B queryv1connect.QueryServiceClient
+	B    queryv1connect.QueryServiceClient
+	Work Work
 }
 
 func (a *A) WhoAmI(context.Context, *connect.Request[gatewayv1.WhoAmIRequest]) (*connect.Response[gatewayv1.WhoAmIResponse], error) {
@@ -50,6 +75,10 @@ func (a *A) WhoAmI(context.Context, *connect.Request[gatewayv1.WhoAmIRequest]) (
 }
 
 func (a *A) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
+	if IsWork(req.Msg.Sql) {
+		// Written when the handler returns, as the gateway's request line is.
+		defer a.Work.line(ctx, "a", "", req.Msg.Sql, time.Now())
+	}
 	up, err := a.B.ExecuteQuery(ctx, connect.NewRequest(req.Msg))
 	if err != nil {
 		return err
@@ -67,11 +96,15 @@ func (a *A) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Execu
 // reply subject of its own.
 type B struct {
 	queryv1connect.UnimplementedQueryServiceHandler
-	NC *nats.Conn
+	NC   *nats.Conn
+	Work Work
 }
 
 func (b *B) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.ExecuteQueryRequest], stream *connect.ServerStream[queryv1.ExecuteQueryResponse]) error {
 	qid := reqctx.NewID()
+	if IsWork(req.Msg.Sql) {
+		defer b.Work.line(ctx, "b", qid, req.Msg.Sql, time.Now())
+	}
 	// No flow control in the baseline: room for every frame up front.
 	frames, _ := ParseSQL(req.Msg.Sql)
 	ch := make(chan *nats.Msg, frames+2)
@@ -108,7 +141,9 @@ func (b *B) ExecuteQuery(ctx context.Context, req *connect.Request[queryv1.Execu
 // are published to their reply subject.
 type C struct {
 	connectorv1connect.UnimplementedLinkServiceHandler
-	NC     *nats.Conn
+	NC *nats.Conn
+	// Work is set before the edge connects.
+	Work   Work
 	mu     sync.Mutex
 	stream *connect.BidiStream[connectorv1.ConnectRequest, connectorv1.ConnectResponse]
 	ready  chan struct{}
@@ -153,15 +188,21 @@ func (c *C) onQuery(m *nats.Msg) {
 	if proto.Unmarshal(m.Data, &q) != nil {
 		return
 	}
+	start := time.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.stream != nil {
 		_ = c.stream.Send(&connectorv1.ConnectResponse{Frame: &connectorv1.ConnectResponse_Query{Query: &q}})
 	}
+	c.mu.Unlock()
+	if IsWork(q.Sql) {
+		// After the frame left, as the connector logs.
+		c.Work.line(context.Background(), "c", q.QueryId, q.Sql, start)
+	}
 }
 
-// RunEdge dials C and answers queries until ctx ends.
-func RunEdge(ctx context.Context, client connectorv1connect.LinkServiceClient) {
+// RunEdge dials C and answers queries until ctx ends; for a query marked
+// "work" it runs work.Exec before answering and logs after.
+func RunEdge(ctx context.Context, client connectorv1connect.LinkServiceClient, work Work) {
 	stream := client.Connect(ctx)
 	context.AfterFunc(ctx, func() { _ = stream.CloseRequest(); _ = stream.CloseResponse() })
 	_ = stream.Send(&connectorv1.ConnectRequest{Frame: &connectorv1.ConnectRequest_Heartbeat{Heartbeat: &connectorv1.Heartbeat{}}})
@@ -176,7 +217,19 @@ func RunEdge(ctx context.Context, client connectorv1connect.LinkServiceClient) {
 			continue
 		}
 		go func() {
+			start := time.Now()
 			n, size := ParseSQL(q.Sql)
+			if IsWork(q.Sql) {
+				// After the answer left, as the satellite logs.
+				defer work.line(ctx, "edge", q.QueryId, q.Sql, start)
+				if work.Exec != nil {
+					if err := work.Exec(ctx); err != nil {
+						// The baseline has no error path: an answer without
+						// rows shows up in the benchmark's row check.
+						n = 0
+					}
+				}
+			}
 			payload := strings.Repeat("x", size)
 			mu.Lock()
 			defer mu.Unlock()
@@ -191,13 +244,19 @@ func RunEdge(ctx context.Context, client connectorv1connect.LinkServiceClient) {
 	}
 }
 
-// ParseSQL reads "frames:bytes".
+// ParseSQL reads "frames:bytes" (and "frames:bytes:work").
 func ParseSQL(s string) (int, int) {
-	a, b, _ := strings.Cut(s, ":")
-	n, _ := strconv.Atoi(a)
-	size, _ := strconv.Atoi(b)
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 {
+		return 0, 0
+	}
+	n, _ := strconv.Atoi(parts[0])
+	size, _ := strconv.Atoi(parts[1])
 	return n, size
 }
+
+// IsWork reports whether a query asks the chain for the required work.
+func IsWork(s string) bool { return strings.HasSuffix(s, ":work") }
 
 // Echo answers every frame of a bidi stream: the single bidi hop.
 type Echo struct {

@@ -9,7 +9,10 @@
 // connector, query broker, gateway and one satellite (one process each), and
 // the relay chain's A, B, C, the edge and the single-hop echo servers (one
 // process each), then interleaves the measurements round by round and prints
-// medians and ratios. Everything listens on 127.0.0.1.
+// medians and ratios — against the raw chain (the issue's goals) and against
+// the same chain doing the work the issue requires besides forwarding (a log
+// line per piece, SELECT 1 in DuckDB at the edge; testrelay.Work). Everything
+// listens on 127.0.0.1.
 package main
 
 import (
@@ -41,6 +44,7 @@ import (
 	"github.com/orbitplane/orbit/libs/contextstore"
 	"github.com/orbitplane/orbit/libs/embedetcd"
 	"github.com/orbitplane/orbit/libs/embednats"
+	"github.com/orbitplane/orbit/libs/obslog"
 	"github.com/orbitplane/orbit/libs/testing/testbench"
 	"github.com/orbitplane/orbit/libs/testing/testrelay"
 	connectorv1 "github.com/orbitplane/orbit/proto/orbit/connector/v1"
@@ -236,7 +240,7 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		{"relay-b", []string{"-addr", addr("relay-b"), "-nats", natsURL}},
 		{"relay-a", []string{"-addr", addr("relay-a"), "-b", url("relay-b")}},
 		{"relay-d", []string{"-addr", addr("relay-d"), "-nats", natsURL}},
-		{"edge", []string{"-c", url("relay-c")}},
+		{"edge", []string{"-c", url("relay-c"), "-dir", dir}},
 	}
 	for _, r := range relays {
 		if err := p.start(r.name, self, append([]string{"role", r.name}, r.args...)...); err != nil {
@@ -304,6 +308,15 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 	}
 	full := func() error { _, err := fullNet(); return err }
 	chain := func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }
+	// The relay chain doing the work the issue requires of the path besides
+	// forwarding: a log line per piece, SELECT 1 in DuckDB at the edge.
+	working := func() error {
+		n, err := testrelay.Query(ctx, rawQ, "1:8:work")
+		if err == nil && n != 8 {
+			err = fmt.Errorf("working relay answered %d bytes, want 8", n)
+		}
+		return err
+	}
 	rawA := gatewayv1connect.NewGatewayServiceClient(hc, url("relay-a"), opts...)
 	bidi := connectorv1connect.NewLinkServiceClient(hc, url("relay-d"), opts...).Connect(ctx)
 	defer bidi.CloseRequest()
@@ -320,8 +333,8 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 			return err
 		},
 	}
-	paths := append([]func() error{full, chain}, hops...)
-	names := []string{"the full path", "the relay chain", "hop client -> gateway", "hop gateway -> broker", "hop broker -> connector", "hop connector <-> satellite"}
+	paths := append([]func() error{full, chain, working}, hops...)
+	names := []string{"the full path", "the relay chain", "the working relay chain", "hop client -> gateway", "hop gateway -> broker", "hop broker -> connector", "hop connector <-> satellite"}
 	for range 300 { // warm every path
 		for i, f := range paths {
 			if err := f(); err != nil {
@@ -330,7 +343,7 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		}
 	}
 
-	var fullP50, fullP99, netP50, chainP50, chainP99, hopP50, hopP99, fullQPS, chainQPS []float64
+	var fullP50, fullP99, netP50, chainP50, chainP99, workP50, workP99, hopP50, hopP99, fullQPS, chainQPS, workQPS []float64
 	for round := range rounds {
 		var s50, s99 time.Duration
 		for _, h := range hops {
@@ -345,11 +358,19 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		if err != nil {
 			return err
 		}
+		w, err := testbench.Measure(n, working)
+		if err != nil {
+			return err
+		}
 		f, net, err := testbench.MeasureNet(n, fullNet)
 		if err != nil {
 			return err
 		}
 		cq, err := testbench.Concurrent(clients, dur, chain)
+		if err != nil {
+			return err
+		}
+		wq, err := testbench.Concurrent(clients, dur, working)
 		if err != nil {
 			return err
 		}
@@ -362,8 +383,9 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		chainP50, chainP99 = append(chainP50, testbench.Ms(c.Pct(0.5))), append(chainP99, testbench.Ms(c.Pct(0.99)))
 		hopP50, hopP99 = append(hopP50, testbench.Ms(s50)), append(hopP99, testbench.Ms(s99))
 		fullQPS, chainQPS = append(fullQPS, fq), append(chainQPS, cq)
-		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms (without the satellite's own execution p50 %.3f ms); relay chain p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s\n",
-			round, testbench.Ms(f.Pct(0.5)), testbench.Ms(f.Pct(0.99)), testbench.Ms(net.Pct(0.5)), testbench.Ms(c.Pct(0.5)), testbench.Ms(c.Pct(0.99)), testbench.Ms(s50), testbench.Ms(s99), clients, fq, cq)
+		workP50, workP99, workQPS = append(workP50, testbench.Ms(w.Pct(0.5))), append(workP99, testbench.Ms(w.Pct(0.99))), append(workQPS, wq)
+		fmt.Printf("round %d: full p50 %.3f p99 %.3f ms (without the satellite's own execution p50 %.3f ms); relay chain p50 %.3f p99 %.3f ms; working relay p50 %.3f p99 %.3f ms; hop sum p50 %.3f p99 %.3f ms; %d clients: full %.0f q/s, relay %.0f q/s, working relay %.0f q/s\n",
+			round, testbench.Ms(f.Pct(0.5)), testbench.Ms(f.Pct(0.99)), testbench.Ms(net.Pct(0.5)), testbench.Ms(c.Pct(0.5)), testbench.Ms(c.Pct(0.99)), testbench.Ms(w.Pct(0.5)), testbench.Ms(w.Pct(0.99)), testbench.Ms(s50), testbench.Ms(s99), clients, fq, cq, wq)
 	}
 	m := testbench.Median
 	fmt.Printf("\nmedians of %d rounds (every service and relay piece in its own process):\n", rounds)
@@ -374,6 +396,9 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 	fmt.Printf("  tiny query p99 %.3f ms: %.2fx the relay chain (%.3f ms), %.2fx the hop sum (%.3f ms)  [goal <= 1.5x]\n",
 		m(fullP99), m(fullP99)/m(chainP99), m(chainP99), m(fullP99)/m(hopP99), m(hopP99))
 	fmt.Printf("  %d clients: %.0f q/s, %.2fx the relay chain (%.0f q/s)  [goal >= 0.8x]\n", clients, m(fullQPS), m(fullQPS)/m(chainQPS), m(chainQPS))
+	fmt.Printf("against the relay chain doing the required work (a log line per piece, SELECT 1 in DuckDB at the edge; not the issue's goal):\n")
+	fmt.Printf("  tiny query p50 %.2fx (%.3f ms), p99 %.2fx (%.3f ms); %d clients %.2fx (%.0f q/s)\n",
+		m(fullP50)/m(workP50), m(workP50), m(fullP99)/m(workP99), m(workP99), clients, m(fullQPS)/m(workQPS), m(workQPS))
 	return nil
 }
 
@@ -415,7 +440,7 @@ func role(name string, args []string) error {
 	natsPort := fs.Int("nats-port", 0, "infra: NATS port")
 	etcdPort := fs.Int("etcd-port", 0, "infra: etcd client port")
 	etcdPeer := fs.Int("etcd-peer-port", 0, "infra: etcd peer port")
-	dir := fs.String("dir", "", "infra: etcd data directory")
+	dir := fs.String("dir", "", "infra: etcd data directory; edge: where its DuckDB file goes")
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -432,6 +457,9 @@ func role(name string, args []string) error {
 		return srv.Run(ctx)
 	}
 	connectNATS := func() (*nats.Conn, error) { return nats.Connect(*natsURL) }
+	// Queries marked "work" get a log line from every relay piece, on its
+	// stderr as the services log (testrelay.Work).
+	work := testrelay.Work{Log: obslog.New(os.Stderr, obslog.Options{Service: name})}
 	hc := connectclient.HTTPClient(nil)
 	opts, _ := connectclient.Options(nil)
 
@@ -459,6 +487,7 @@ func role(name string, args []string) error {
 		if err != nil {
 			return err
 		}
+		c.Work = work
 		return serve(func(srv *connectserver.Server) {
 			srv.Handle(connectorv1connect.NewLinkServiceHandler(c, srv.HandlerOptions()...))
 		})
@@ -469,10 +498,10 @@ func role(name string, args []string) error {
 		}
 		defer nc.Close()
 		return serve(func(srv *connectserver.Server) {
-			srv.Handle(queryv1connect.NewQueryServiceHandler(&testrelay.B{NC: nc}, srv.HandlerOptions()...))
+			srv.Handle(queryv1connect.NewQueryServiceHandler(&testrelay.B{NC: nc, Work: work}, srv.HandlerOptions()...))
 		})
 	case "relay-a":
-		a := &testrelay.A{B: queryv1connect.NewQueryServiceClient(hc, *bURL, opts...)}
+		a := &testrelay.A{B: queryv1connect.NewQueryServiceClient(hc, *bURL, opts...), Work: work}
 		return serve(func(srv *connectserver.Server) {
 			srv.Handle(queryv1connect.NewQueryServiceHandler(a, srv.HandlerOptions()...))
 			srv.Handle(gatewayv1connect.NewGatewayServiceHandler(a, srv.HandlerOptions()...))
@@ -499,7 +528,13 @@ func role(name string, args []string) error {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		testrelay.RunEdge(ctx, connectorv1connect.NewLinkServiceClient(hc, *cURL, opts...))
+		exec, closeDB, err := testrelay.SelectOne(filepath.Join(*dir, "edge.duckdb"))
+		if err != nil {
+			return err
+		}
+		defer closeDB()
+		work.Exec = exec
+		testrelay.RunEdge(ctx, connectorv1connect.NewLinkServiceClient(hc, *cURL, opts...), work)
 		return nil
 	}
 	return fmt.Errorf("unknown role %q", name)
