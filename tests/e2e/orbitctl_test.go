@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -57,6 +58,20 @@ func TestOrbitctl(t *testing.T) {
 	}
 	if !sats["edge-1"] || !sats["edge-2"] || !strings.Contains(stderr, "2 rows from 2 of 2 satellites") {
 		t.Fatalf("fan-out: %v / %s", sats, stderr)
+	}
+	// --stats: each satellite's line, with its own time for the statement.
+	_, stderr, err = orbitctl(t, s, "tenant-a", "query", "--selector", "", "--stats", "-o", "csv", "SELECT 1 AS one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"edge-1", "edge-2"} {
+		if !regexp.MustCompile(`satellite ` + name + `: OK, 1 rows, \d+ B in [0-9.]+[µm]?s \([0-9.]+[µm]?s on the satellite\)`).MatchString(stderr) {
+			t.Fatalf("--stats for %s: %s", name, stderr)
+		}
+	}
+	_, stderr, err = orbitctl(t, s, "tenant-a", "query", "--satellite", "edge-1", "--stats", "SELECT 1 AS one")
+	if err != nil || !strings.Contains(stderr, "satellite edge-1: OK, 1 rows") {
+		t.Fatalf("--stats, one satellite: %v / %s", err, stderr)
 	}
 	if _, _, err := orbitctl(t, s, "tenant-a", "query", "--satellite", "edge-1", "DELETE FROM logs"); err == nil || !strings.Contains(err.Error(), "only SELECT") {
 		t.Fatalf("write SQL: %v", err)

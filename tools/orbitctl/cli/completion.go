@@ -22,7 +22,7 @@ type command struct {
 // generated from (TestCompletionCoversEveryCommand keeps it in step with Run).
 var commands = []command{
 	{"satellites", []string{"list", "get", "delete"}, []string{"--selector", "--status", "-o"}},
-	{"query", nil, []string{"--satellite", "--selector", "--direct", "--ca-cert", "--dns-server", "--timeout", "--max-rows", "-o"}},
+	{"query", nil, []string{"--satellite", "--selector", "--direct", "--ca-cert", "--dns-server", "--timeout", "--max-rows", "--stats", "-o"}},
 	{"streams", []string{"list", "describe", "create", "delete"}, []string{"--subject", "--max-age", "--max-bytes", "--max-messages", "--compact", "--replicas", "-o"}},
 	{"logs", []string{"tail", "publish"}, []string{"--from", "--until", "--level", "--service", "--tenant", "--trace", "--grep", "--subject", "--key", "--dedup-id", "-o"}},
 	{"tenants", []string{"list", "create", "delete"}, []string{"-o"}},

@@ -72,19 +72,21 @@ Examples:
   orbitctl satellites delete 0b9f2c7e-...      # also revokes its certificate
 `
 
-const queryHelp = `Usage: orbitctl query (--satellite ID|NAME [--direct] | --selector k=v,...) [-o table|json|csv|yaml] SQL
+const queryHelp = `Usage: orbitctl query (--satellite ID|NAME [--direct] | --selector k=v,...) [-o table|json|csv|yaml] [--stats] SQL
 
 Read-only SQL (DuckDB) on one satellite or on every satellite whose labels
 match (an empty selector means all). Rows stream as they arrive; progress
 (rows, bytes, elapsed, and for a fan-out a bar of satellites answered) goes to
 stderr on a terminal; Ctrl-C cancels the query on the satellites too.
+--stats prints, after the result, each satellite's outcome, rows, bytes and
+time, with its own time for the statement: the rest was spent on the way.
 --direct asks the satellite over HTTPS (its certificate checked against
 --ca-cert) and falls back to the gateway with a notice.
 
 Examples:
   orbitctl query --satellite demo-1 "SELECT service, count(*) AS n FROM spans GROUP BY 1 ORDER BY n DESC"
   orbitctl query --selector env=prod -o csv "SELECT time, service, body FROM logs WHERE severity = 'ERROR'" > errors.csv
-  orbitctl query --selector "" "SELECT count(*) FROM metrics"
+  orbitctl query --selector "" --stats "SELECT count(*) FROM metrics"
   orbitctl query --satellite demo-1 --direct --ca-cert ca.pem --dns-server 127.0.0.1:5353 "SELECT 1"
 `
 
