@@ -66,6 +66,9 @@ func BenchmarkTinyQuery(b *testing.B) {
 			return 0, err
 		}
 		for _, d := range r.done {
+			if d.GetExecution() == nil {
+				return 0, fmt.Errorf("satellite_done carries no execution time: %v", d)
+			}
 			return d.GetExecution().AsDuration(), nil
 		}
 		return 0, fmt.Errorf("no satellite_done in the answer")

@@ -291,11 +291,11 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		}
 		defer st.Close()
 		rows := int64(0)
-		var execution time.Duration
+		var done *queryv1.SatelliteResult
 		for st.Receive() {
 			rows += st.Msg().GetBatch().GetNumRows()
 			if d := st.Msg().GetSatelliteDone(); d != nil {
-				execution = d.GetExecution().AsDuration()
+				done = d
 			}
 		}
 		if err := st.Err(); err != nil {
@@ -304,7 +304,10 @@ func orchestrate(ctx context.Context, rounds, n, clients int, dur time.Duration,
 		if rows != 1 {
 			return 0, fmt.Errorf("SELECT 1 returned %d rows", rows)
 		}
-		return execution, nil
+		if done.GetExecution() == nil {
+			return 0, fmt.Errorf("the answer carries no satellite execution time: %v", done)
+		}
+		return done.GetExecution().AsDuration(), nil
 	}
 	full := func() error { _, err := fullNet(); return err }
 	chain := func() error { _, err := testrelay.Query(ctx, rawQ, "1:8"); return err }
