@@ -91,6 +91,9 @@ func With(ctx context.Context, f Fields) (context.Context, error) {
 	b := baggage.FromContext(ctx)
 	var err error
 	if n == 1 {
+		// One field: SetMember's copy is cheaper than a new list
+		// (BenchmarkHops: 6,768 against 7,496 B and 57 against 63
+		// allocations per query without this case).
 		b, err = b.SetMember(set[0])
 	} else {
 		members := make([]baggage.Member, 0, b.Len()+n)

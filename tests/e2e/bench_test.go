@@ -99,7 +99,7 @@ func BenchmarkTinyQuery(b *testing.B) {
 		_, err := raw.query(ctx, rawQ, "1:8")
 		return err
 	}
-	working := workingChain(ctx, raw, rawQ)
+	working := func() error { return testrelay.QueryWork(ctx, rawQ) }
 	const n = 1500
 	var fullP50, fullP99, netP50, hopP50, hopP99, chainP50, chainP99, workP50, workP99 []float64
 	for range b.N {
@@ -176,7 +176,7 @@ func BenchmarkConcurrentQueries(b *testing.B) {
 		_, err := raw.query(ctx, rawQ, "1:8")
 		return err
 	}
-	working := workingChain(ctx, raw, rawQ)
+	working := func() error { return testrelay.QueryWork(ctx, rawQ) }
 	var ratios, workRatios, fulls, raws, works []float64
 	for range b.N {
 		for round := range 3 {
@@ -202,19 +202,6 @@ func BenchmarkConcurrentQueries(b *testing.B) {
 	b.ReportMetric(testbench.Median(ratios), "ratio")
 	b.ReportMetric(testbench.Median(works), "working_relay_queries/s")
 	b.ReportMetric(testbench.Median(workRatios), "work_ratio")
-}
-
-// workingChain queries the relay chain with the work the issue requires of
-// the path besides forwarding (testrelay.Work); an answer without its 8
-// bytes (the edge's statement failed) is an error.
-func workingChain(ctx context.Context, raw *rawRelay, client queryv1connect.QueryServiceClient) func() error {
-	return func() error {
-		n, err := raw.query(ctx, client, "1:8:work")
-		if err == nil && n != 8 {
-			err = fmt.Errorf("working relay answered %d bytes, want 8", n)
-		}
-		return err
-	}
 }
 
 func BenchmarkStreaming(b *testing.B) {

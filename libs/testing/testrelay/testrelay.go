@@ -17,6 +17,7 @@ package testrelay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -277,6 +278,16 @@ func (Echo) Connect(ctx context.Context, stream *connect.BidiStream[connectorv1.
 // EchoNATS answers requests on EchoSubject: the single NATS hop.
 func EchoNATS(nc *nats.Conn) (*nats.Subscription, error) {
 	return nc.Subscribe(EchoSubject, func(m *nats.Msg) { _ = m.Respond(m.Data) })
+}
+
+// QueryWork runs one small query marked "work" (Work) through the chain; an
+// answer without its 8 bytes (the edge's statement failed) is an error.
+func QueryWork(ctx context.Context, client queryv1connect.QueryServiceClient) error {
+	n, err := Query(ctx, client, "1:8:work")
+	if err == nil && n != 8 {
+		err = fmt.Errorf("working relay answered %d bytes, want 8", n)
+	}
+	return err
 }
 
 // Query runs one query through the chain (client is A's QueryService); it

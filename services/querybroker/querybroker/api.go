@@ -312,7 +312,7 @@ func (h *streamHandler) schema(s *queryv1.ResultSchema) error {
 	return nil
 }
 
-func (h *streamHandler) batch(b []byte, _ int64) error {
+func (h *streamHandler) batch(b []byte) error {
 	if h.pending != nil && h.pending.Batch != nil {
 		if err := h.flush(); err != nil {
 			return err
@@ -357,7 +357,7 @@ type collect struct{ batches []*queryv1.ColumnBatch }
 
 func (c *collect) schema(*queryv1.ResultSchema) error { return nil }
 func (c *collect) flush() error                       { return nil }
-func (c *collect) batch(raw []byte, _ int64) error {
+func (c *collect) batch(raw []byte) error {
 	b := &queryv1.ColumnBatch{}
 	if err := proto.Unmarshal(raw, b); err != nil {
 		return fmt.Errorf("a result batch from the satellite is malformed: %w", err)

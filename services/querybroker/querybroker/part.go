@@ -40,8 +40,8 @@ type part struct {
 // an error cancels the part (the client went away).
 type handler interface {
 	schema(*queryv1.ResultSchema) error
-	// batch gets an encoded ColumnBatch and its row count.
-	batch(b []byte, rows int64) error
+	// batch gets an encoded ColumnBatch.
+	batch(b []byte) error
 	flush() error
 }
 
@@ -167,7 +167,7 @@ func (p *part) run(ctx context.Context, h handler) outcome {
 						return failed(queryv1.SatelliteOutcome_SATELLITE_OUTCOME_ERROR, queryv1.QueryErrorCode_QUERY_ERROR_CODE_INTERNAL, "undecodable result batch: %v", err), true
 					}
 					rows += hdr.NumRows
-					err = h.batch(k.Batch, hdr.NumRows)
+					err = h.batch(k.Batch)
 				case *wirev1.ResultFrameView_End:
 					res := &queryv1.SatelliteResult{Outcome: queryv1.SatelliteOutcome_SATELLITE_OUTCOME_OK, Rows: k.End.Rows, Bytes: bytes, Elapsed: durationpb.New(time.Since(start)), Execution: k.End.Elapsed}
 					return outcome{result: res}, true
